@@ -1,0 +1,179 @@
+"""LPP/1 framing: a 4-byte big-endian length, then one UTF-8 JSON object.
+
+Sans-IO (no Twisted): bytes in, ``Frame`` values out, and back. Size limits are
+enforced here so that no caller can forget them: an oversized length prefix is
+refused on the header alone and its body is never buffered (``localpush.md``,
+"Transport").
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "HEADER_SIZE",
+    "Frame",
+    "FrameDecoder",
+    "LocalProtocolError",
+    "LocalPushError",
+    "RemoteProtocolError",
+    "encode_frame",
+    "format_time",
+]
+
+HEADER_SIZE = 4
+_HEADER = struct.Struct(">I")
+
+
+class LocalPushError(Exception):
+    """Base class of every error the local-push core raises."""
+
+
+class RemoteProtocolError(LocalPushError):
+    """The peer broke LPP/1; ``code`` is the ``error`` frame code to answer with.
+
+    ``frames`` holds the frames that were decoded from the same input before the
+    fault, so that a caller can still act on them (e.g. an ``ack`` followed by
+    garbage in one TCP segment).
+    """
+
+    def __init__(self, code: str, message: str, frames: tuple[Frame, ...] = ()) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.frames = frames
+
+
+class LocalProtocolError(LocalPushError):
+    """We misused the API, e.g. tried to encode a frame over ``max_frame``."""
+
+
+@attrs.frozen
+class Frame:
+    """One decoded frame: its ``type`` and the whole JSON object (read-only use)."""
+
+    type: str
+    body: Mapping[str, Any] = attrs.field(eq=True, repr=False)
+
+    def get(self, name: str) -> Any:
+        """Member ``name`` of the object, or None when absent."""
+        return self.body.get(name)
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN/Infinity are Python extensions, not JSON.
+    raise ValueError(f"invalid JSON constant {name}")
+
+
+def _has_bad_strings(value: Any) -> bool:
+    """True when a string (key or value) holds a lone surrogate from a \\u escape.
+
+    Such strings are not Unicode text; they would blow up later when echoed or
+    stored, so they are refused at the door. Iterative: depth is attacker-chosen.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _decode_body(body: bytes) -> Frame:
+    try:
+        text = body.decode("utf-8")
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        # ValueError covers UnicodeDecodeError, JSONDecodeError and ints over
+        # the interpreter's digit limit; RecursionError deeply nested arrays.
+        raise RemoteProtocolError("bad_frame", "frame is not UTF-8 JSON") from None
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError("bad_frame", "frame is not a JSON object")
+    frame_type = obj.get("type")
+    if not isinstance(frame_type, str):
+        raise RemoteProtocolError("bad_frame", "frame has no string member type")
+    if _has_bad_strings(obj):
+        raise RemoteProtocolError("bad_frame", "frame is not valid Unicode")
+    return Frame(type=frame_type, body=obj)
+
+
+class FrameDecoder:
+    """Incremental decoder; after the first error it refuses all further input."""
+
+    def __init__(self, max_frame: int) -> None:
+        if max_frame < 1:
+            raise LocalProtocolError("max_frame must be at least 1")
+        self._max_frame = max_frame
+        self._buffer = bytearray()
+        self._error: RemoteProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an incomplete frame (never more than 4 + max_frame)."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Add bytes; return every frame now complete, or raise on a fault."""
+        if self._error is not None:
+            raise RemoteProtocolError(self._error.code, self._error.message)
+        self._buffer += data
+        frames: list[Frame] = []
+        try:
+            while len(self._buffer) >= HEADER_SIZE:
+                (length,) = _HEADER.unpack_from(self._buffer)
+                if length > self._max_frame:
+                    raise RemoteProtocolError(
+                        "frame_too_large",
+                        f"frame length {length} exceeds max_frame {self._max_frame}",
+                    )
+                if length == 0:
+                    raise RemoteProtocolError("bad_frame", "empty frame")
+                end = HEADER_SIZE + length
+                if len(self._buffer) < end:
+                    break
+                body = bytes(self._buffer[HEADER_SIZE:end])
+                del self._buffer[:end]
+                frames.append(_decode_body(body))
+        except RemoteProtocolError as e:
+            self._buffer.clear()
+            self._error = RemoteProtocolError(e.code, e.message, tuple(frames))
+            raise self._error from None
+        return frames
+
+
+def encode_frame(obj: Mapping[str, Any], max_frame: int) -> bytes:
+    """Serialise one frame; raise LocalProtocolError if it cannot go on the wire."""
+    if not isinstance(obj.get("type"), str):
+        raise LocalProtocolError("frame needs a string member type")
+    try:
+        body = json.dumps(
+            obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
+    except (TypeError, ValueError) as e:
+        # UnicodeEncodeError (lone surrogate) is a ValueError.
+        raise LocalProtocolError(f"frame is not serialisable: {e}") from None
+    if len(body) > max_frame:
+        raise LocalProtocolError(
+            f"frame of {len(body)} bytes exceeds max_frame {max_frame}"
+        )
+    return _HEADER.pack(len(body)) + body
+
+
+def format_time(t: float) -> str:
+    """POSIX seconds -> ISO 8601 UTC with milliseconds and ``Z``, as LPP/1 uses."""
+    dt = datetime.datetime.fromtimestamp(t, tz=datetime.UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
