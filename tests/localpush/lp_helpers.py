@@ -1,0 +1,62 @@
+"""Wire helpers shared by the local-push tests (a plain module, not fixtures)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from gateway.devicetoken import mint_device_token
+from gateway.localpush.codec import Frame, FrameDecoder
+
+SECRET = b"integrator-secret-" + b"0123456789abcdef" * 3
+T0 = 1_795_428_000.0  # 2026-11-23T10:00:00Z
+DEVICE = "3f1c-iphone"
+AOR = "sip:bob@example.com"
+
+
+def wire(obj: dict[str, Any]) -> bytes:
+    """One client frame, built without the codec under test."""
+    body = json.dumps(obj).encode()
+    return struct.pack(">I", len(body)) + body
+
+
+def token(device_id: str = DEVICE, now: float = T0, **kw: Any) -> str:
+    """A valid device JWT."""
+    return mint_device_token(SECRET, device_id, AOR, now=now, **kw)
+
+
+def hello(device_id: str = DEVICE, now: float = T0, **members: Any) -> dict[str, Any]:
+    """A valid hello object; ``members`` override or (with None) drop members."""
+    obj: dict[str, Any] = {
+        "type": "hello",
+        "v": 1,
+        "device_id": device_id,
+        "token": token(device_id, now),
+        "voip_token": "AB" * 32,
+        "alert_token": "cd" * 32,
+        "topic": "com.example.app",
+        "apns_env": "production",
+        "locale": "de-DE",
+        "app_version": "2.4.1",
+    }
+    for name, value in members.items():
+        if value is None:
+            obj.pop(name, None)
+        else:
+            obj[name] = value
+    return obj
+
+
+def frames_of(data: bytes, max_frame: int = 1 << 20) -> list[dict[str, Any]]:
+    """Decode server output into plain objects for assertions."""
+    out: list[Frame] = FrameDecoder(max_frame).feed(data)
+    return [dict(f.body) for f in out]
+
+
+def counter_ids(prefix: str = "id") -> Callable[[], str]:
+    """Predictable ids: id-1, id-2, ..."""
+    counter = itertools.count(1)
+    return lambda: f"{prefix}-{next(counter)}"
