@@ -306,9 +306,11 @@ class _Loader:
         self.base = base
         self.dev_mode = dev_mode
         self.problems: list[str] = []
+        self.bad: set[str] = set()
 
     def problem(self, where: str, key: str, reason: str) -> None:
         self.problems.append(f"{where}: {key}: {reason}")
+        self.bad.add(key)
 
     def build(self, cls: type[T], raw: Any, key: str, origin: Mapping[str, str]) -> T:
         if not isinstance(raw, dict):
@@ -348,9 +350,8 @@ class _Loader:
         if reason is not None:
             self.problem(where, full, reason)
             return _BAD
-        path_kind = f.metadata.get("path")
-        if path_kind and value is not None:
-            value = self._path(value, path_kind, full, where)
+        if f.metadata.get("path") and value is not None:
+            value = Path(os.path.normpath(self.base / value))
         return value
 
     def _typed(self, kind: Any, raw: Any, full: str, where: str) -> Any:
@@ -385,36 +386,6 @@ class _Loader:
     def _wrong(self, full: str, where: str, what: str, raw: Any) -> object:
         self.problem(where, full, f"must be {what} (got {_toml_type(raw)})")
         return _BAD
-
-    def _path(self, value: Path, kind: str, full: str, where: str) -> Path | object:
-        path = Path(os.path.normpath(self.base / value))
-        if kind == _WRITABLE:
-            parent = path.parent
-            while not parent.exists() and parent != parent.parent:
-                parent = parent.parent
-            if not os.access(parent, os.W_OK):
-                self.problem(where, full, f"directory {parent} is not writable")
-                return _BAD
-            return path
-        if not path.exists():
-            if self.dev_mode and full in _DEV_GENERATED:
-                return path
-            self.problem(where, full, f"file {path} does not exist")
-            return _BAD
-        if not path.is_file():
-            self.problem(where, full, f"{path} is not a file")
-            return _BAD
-        if not os.access(path, os.R_OK):
-            self.problem(where, full, f"file {path} is not readable")
-            return _BAD
-        if kind == _PRIVATE and path.stat().st_mode & stat.S_IROTH:
-            self.problem(
-                where,
-                full,
-                f"secret file {path} is world-readable (chmod o-r, e.g. 0600)",
-            )
-            return _BAD
-        return path
 
 
 # Files that dev_mode creates at start when absent: TLS pairs and the JWT secret.
@@ -569,41 +540,109 @@ def _load(
     loader.problems.extend(probe.problems)
     config = loader.build(Config, raw, "", origin)
     config = attrs.evolve(config, path=Path(source))
-    loader.problems.extend(_cross_checks(config, source))
+    _file_checks(config, loader, origin)
+    loader.problems.extend(_cross_checks(config, source, loader.bad))
     if loader.problems:
         raise ConfigError(loader.problems)
     return config
 
 
-def _cross_checks(config: Config, source: str) -> list[str]:
-    """Rules between settings, after each setting is valid on its own."""
-    out: list[str] = []
-    lp = config.localpush
-    if lp.enabled and lp.transport == "tls" and (lp.cert is None or lp.key is None):
-        out.append(f"{source}: localpush.cert: TLS needs both cert and key")
-    if lp.enabled and lp.jwt_secret_file is None:
-        out.append(f"{source}: localpush.jwt_secret_file: required to check devices")
-    tls = config.sip.tls
-    if tls.enabled and (tls.cert is None or tls.key is None):
-        out.append(f"{source}: sip.tls.cert: TLS needs both cert and key")
-    if config.api.tls and (config.api.cert is None or config.api.key is None):
-        out.append(f"{source}: api.cert: TLS needs both cert and key")
-    if config.sip.t2_ms < config.sip.t1_ms:
-        out.append(f"{source}: sip.t2_ms: must not be smaller than sip.t1_ms")
-    apns = config.apns
+def _file_checks(config: Config, loader: _Loader, origin: Mapping[str, str]) -> None:
+    """Check the files of enabled features only; dev_mode may create some."""
+    wanted: list[tuple[str, Path | None, str]] = []
+    lp, tls, api, apns = config.localpush, config.sip.tls, config.api, config.apns
+    if lp.enabled:
+        if lp.transport == "tls":
+            wanted += [("localpush.cert", lp.cert, _CERT)]
+            wanted += [("localpush.key", lp.key, _PRIVATE)]
+        wanted += [("localpush.jwt_secret_file", lp.jwt_secret_file, _PRIVATE)]
+    if tls.enabled:
+        wanted += [
+            ("sip.tls.cert", tls.cert, _CERT),
+            ("sip.tls.key", tls.key, _PRIVATE),
+        ]
+    if api.enabled and api.tls:
+        wanted += [("api.cert", api.cert, _CERT), ("api.key", api.key, _PRIVATE)]
+    if api.enabled:
+        wanted += [("api.keys_file", api.keys_file, _PRIVATE)]
     if apns.auth == "token":
-        for name in ("key_file", "key_id", "team_id"):
-            if not getattr(apns, name):
-                out.append(f"{source}: apns.{name}: required when apns.auth = 'token'")
-    if apns.auth == "certificate" and apns.cert_file is None:
-        out.append(f"{source}: apns.cert_file: required when apns.auth = 'certificate'")
+        wanted += [("apns.key_file", apns.key_file, _PRIVATE)]
+    if apns.auth == "certificate":
+        wanted += [("apns.cert_file", apns.cert_file, _CERT)]
+        wanted += [("apns.cert_key_file", apns.cert_key_file, _PRIVATE)]
+    if apns.auth != "disabled":
+        wanted += [("apns.ca_file", apns.ca_file, _CERT)]
+    wanted += [("store.path", config.store.path, _WRITABLE)]
+    for key, path, kind in wanted:
+        if path is None or key in loader.bad:
+            continue
+        reason = _file_problem(path, kind, config.dev_mode and key in _DEV_GENERATED)
+        if reason is not None:
+            loader.problem(origin.get(key, loader.source), key, reason)
+
+
+def _file_problem(path: Path, kind: str, may_create: bool) -> str | None:
+    if kind == _WRITABLE:
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            return f"{parent} is not a directory"
+        if not os.access(parent, os.W_OK):
+            return f"directory {parent} is not writable"
+        return None
+    if not path.exists():
+        return None if may_create else f"file {path} does not exist"
+    if not path.is_file():
+        return f"{path} is not a file"
+    if not os.access(path, os.R_OK):
+        return f"file {path} is not readable"
+    if kind == _PRIVATE and path.stat().st_mode & stat.S_IROTH:
+        return f"secret file {path} is world-readable (chmod o-r, e.g. 0600)"
+    return None
+
+
+def _cross_checks(config: Config, source: str, bad: set[str]) -> list[str]:
+    """Rules between settings; none is reported on a key that already failed."""
+    found: list[tuple[str, str]] = []
+    lp, tls, api, apns = config.localpush, config.sip.tls, config.api, config.apns
+    if lp.enabled and lp.transport == "tls":
+        found += _required(
+            lp, "localpush", ("cert", "key"), "localpush.transport 'tls'"
+        )
+    if lp.enabled and lp.jwt_secret_file is None:
+        found.append(("localpush.jwt_secret_file", "required to check devices"))
+    if tls.enabled:
+        found += _required(tls, "sip.tls", ("cert", "key"), "sip.tls.enabled")
+    if api.enabled and api.tls:
+        found += _required(api, "api", ("cert", "key"), "api.tls")
+    if config.sip.t2_ms < config.sip.t1_ms:
+        found.append(("sip.t2_ms", "must not be smaller than sip.t1_ms"))
+    if apns.auth == "token":
+        found += _required(
+            apns, "apns", ("key_file", "key_id", "team_id"), "apns.auth = 'token'"
+        )
+    if apns.auth == "certificate":
+        found += _required(
+            apns, "apns", ("cert_file", "cert_key_file"), "apns.auth = 'certificate'"
+        )
     if apns.auth != "disabled" and not apns.bundle_id:
-        out.append(f"{source}: apns.bundle_id: required when APNs is enabled")
-    out.extend(_port_clashes(config, source))
-    return out
+        found.append(("apns.bundle_id", "required when APNs is enabled"))
+    found += _port_clashes(config)
+    return [f"{source}: {key}: {reason}" for key, reason in found if key not in bad]
 
 
-def _port_clashes(config: Config, source: str) -> list[str]:
+def _required(
+    section: object, prefix: str, names: tuple[str, ...], because: str
+) -> list[tuple[str, str]]:
+    return [
+        (f"{prefix}.{name}", f"required with {because}")
+        for name in names
+        if not getattr(section, name)
+    ]
+
+
+def _port_clashes(config: Config) -> list[tuple[str, str]]:
     seen: dict[tuple[str, str, int], str] = {}
     out = []
     listeners: list[
@@ -626,8 +665,7 @@ def _port_clashes(config: Config, source: str) -> list[str]:
         key = (proto, listener.bind, listener.port)
         if key in seen:
             out.append(
-                f"{source}: {name}.port: {listener.port} is already used by "
-                f"{seen[key]}.port"
+                (f"{name}.port", f"{listener.port} is already used by {seen[key]}.port")
             )
         seen[key] = name
     return out
