@@ -1,0 +1,452 @@
+"""The APNs client: POSTs pushes through any HTTP/2 ``IAgent`` via treq.
+
+Each push ends in exactly one ``Outcome``: retryable answers are retried with
+jittered exponential backoff (same ``apns-id``) until the push's deadline, a
+stale provider token is refreshed and retried once, and everything the
+transport can throw (lost connection, timeout, garbage) is classified rather
+than surfacing as an error. In-flight pushes and the queue behind them are
+bounded; past that ``push`` fails fast with ``Overloaded``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import re
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import attrs
+from treq.client import HTTPClient
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IBodyProducer, IResponse
+from zope.interface import implementer
+
+from gateway.apns._auth import ApnsAuth
+from gateway.apns._outcome import (
+    MAX_ERROR_BODY,
+    Delivered,
+    Failed,
+    Outcome,
+    Overloaded,
+    Retryable,
+    TokenRejected,
+    classify,
+    parse_retry_after,
+)
+from gateway.apns._payload import ApnsNotification, request_headers, token_hint
+from gateway.apns._settings import ApnsSettings
+
+__all__ = ["ApnsClient", "ApnsStats", "TokenRejectedCallback"]
+
+_T = TypeVar("_T")
+TokenRejectedCallback = Callable[[str, str], object]
+
+_APNS_ID_RE = re.compile(r"[0-9A-Fa-f-]{1,64}")
+EXPIRED_PROVIDER_TOKEN = "ExpiredProviderToken"  # noqa: S105 - a reason, no secret
+
+
+@attrs.define
+class ApnsStats:
+    """Monotonic counters for metrics; bounded (no per-token data)."""
+
+    pushes: int = 0
+    requests: int = 0
+    retries: int = 0
+    delivered: int = 0
+    token_rejected: int = 0
+    retryable: int = 0
+    failed: int = 0
+    overloaded: int = 0
+    cancelled: int = 0
+    timeouts: int = 0
+    connection_errors: int = 0
+    provider_token_refreshes: int = 0
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """Writes the payload at once; treq's default would use the global reactor."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        consumer.write(self._data)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def _to_producer(data: Any) -> IBodyProducer:
+    if not isinstance(data, bytes):
+        raise TypeError("APNs payloads are bytes")
+    return _BytesProducer(data)
+
+
+class _CappedBody(Protocol):
+    """Collects at most ``cap`` bytes of a response body, then stops reading.
+
+    Its Deferred only ever succeeds (with what arrived) or is cancelled, so a
+    body cut short still leaves the status to classify the response.
+    """
+
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self._data = bytearray()
+        self.done: Deferred[bytes] = Deferred(lambda _: self._stop())
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.done.called:
+            return
+        room = self._cap - len(self._data)
+        self._data += data[:room]
+        if len(data) > room:
+            self._stop()
+            self.done.callback(bytes(self._data))
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if not self.done.called:
+            self.done.callback(bytes(self._data))
+
+    def _stop(self) -> None:
+        stop = getattr(self.transport, "stopProducing", None)
+        if stop is not None:
+            # Best effort: a foreign transport may already be gone.
+            with contextlib.suppress(Exception):
+                stop()
+
+
+class _Discard(Protocol):
+    """Drains a 200 body (empty from Apple) so the stream can finish."""
+
+
+class _AttemptTimer:
+    """One timeout over an attempt's several awaits; knows if it fired."""
+
+    def __init__(self, clock: IReactorTime, timeout: float) -> None:
+        self.fired = False
+        self._current: Deferred[Any] | None = None
+        self._call: IDelayedCall = clock.callLater(timeout, self._fire)
+
+    def _fire(self) -> None:
+        self.fired = True
+        if self._current is not None:
+            self._current.cancel()
+
+    def guard(self, d: Deferred[_T]) -> Deferred[_T]:
+        self._current = d
+        if self.fired:
+            d.cancel()
+        return d
+
+    def stop(self) -> None:
+        if self._call.active():
+            self._call.cancel()
+
+
+@attrs.define(eq=False)
+class _Job:
+    notification: ApnsNotification
+    result: Deferred[Outcome] = attrs.field(init=False)
+    running: Deferred[Outcome] | None = None
+    cancelled: bool = False
+
+
+class ApnsClient:
+    """Sends ``ApnsNotification``s to APNs; see the module docstring."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        agent: IAgent,
+        auth: ApnsAuth,
+        settings: ApnsSettings,
+        on_token_rejected: TokenRejectedCallback | None = None,
+        *,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._reactor = reactor
+        self._http = HTTPClient(agent, data_to_body_producer=_to_producer)
+        self._auth = auth
+        self._settings = settings
+        self._on_token_rejected = on_token_rejected
+        self._jitter = jitter
+        self._queue: deque[_Job] = deque()
+        self._in_flight = 0
+        self._draining = False
+        self.stats = ApnsStats()
+
+    @property
+    def in_flight(self) -> int:
+        """Pushes between their first attempt and their outcome."""
+        return self._in_flight
+
+    @property
+    def queued(self) -> int:
+        """Pushes waiting for an in-flight slot."""
+        return len(self._queue)
+
+    def push(self, notification: ApnsNotification) -> Deferred[Outcome]:
+        """Send one push; the Deferred fires with its outcome, never fails.
+
+        Cancelling it stops the push (queued, in flight or waiting to retry)
+        and it fails with ``CancelledError``, as Twisted's convention has it.
+        """
+        self.stats.pushes += 1
+        settings = self._settings
+        if (
+            self._in_flight >= settings.max_in_flight
+            and len(self._queue) >= settings.max_queued
+        ):
+            return succeed(self._overloaded(notification, Overloaded()))
+        job = _Job(notification)
+        job.result = Deferred(lambda _: self._cancel(job))
+        self._queue.append(job)
+        self._drain()
+        return job.result
+
+    def _overloaded(
+        self, notification: ApnsNotification, outcome: Overloaded
+    ) -> Overloaded:
+        self.stats.overloaded += 1
+        self.log.warn(
+            "APNs push {apns_id} to {token} not sent: {reason}",
+            apns_id=notification.apns_id,
+            token=token_hint(notification.device_token),
+            reason=outcome.reason,
+        )
+        return outcome
+
+    def _drain(self) -> None:
+        # A loop, not recursion: pushes that finish synchronously would
+        # otherwise nest one stack frame chain per queued push.
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._queue and self._in_flight < self._settings.max_in_flight:
+                job = self._queue.popleft()
+                if job.notification.deadline <= self._reactor.seconds():
+                    outcome = Overloaded("deadline passed while queued")
+                    job.result.callback(self._overloaded(job.notification, outcome))
+                    continue
+                self._start(job)
+        finally:
+            self._draining = False
+
+    def _start(self, job: _Job) -> None:
+        self._in_flight += 1
+        running = Deferred.fromCoroutine(self._deliver(job.notification))
+        job.running = running
+        running.addBoth(self._finished, job)
+
+    def _cancel(self, job: _Job) -> None:
+        self.stats.cancelled += 1
+        if job.running is None:
+            if job in self._queue:
+                self._queue.remove(job)
+            return
+        job.cancelled = True
+        job.running.cancel()
+
+    def _finished(self, result: Outcome | Failure, job: _Job) -> None:
+        self._in_flight -= 1
+        job.running = None
+        outcome: Outcome | None
+        if isinstance(result, Failure):
+            if job.cancelled and isinstance(result.value, CancelledError):
+                outcome = None
+            else:
+                self.log.failure(
+                    "Unexpected error pushing {apns_id}",
+                    result,
+                    apns_id=job.notification.apns_id,
+                )
+                outcome = Failed(0, "InternalError")
+        else:
+            outcome = result
+        if outcome is not None and not job.result.called:
+            self._record(job.notification, outcome)
+            job.result.callback(outcome)
+        self._drain()
+
+    def _record(self, notification: ApnsNotification, outcome: Outcome) -> None:
+        fields = {
+            "apns_id": notification.apns_id,
+            "token": token_hint(notification.device_token),
+            "outcome": outcome,
+        }
+        if isinstance(outcome, Delivered):
+            self.stats.delivered += 1
+            self.log.debug("APNs push {apns_id} to {token}: {outcome}", **fields)
+        elif isinstance(outcome, TokenRejected):
+            self.stats.token_rejected += 1
+            self.log.info("APNs push {apns_id} to {token}: {outcome}", **fields)
+            self._token_rejected(notification.device_token, outcome.reason)
+        elif isinstance(outcome, Retryable):
+            self.stats.retryable += 1
+            self.log.warn("APNs push {apns_id} to {token}: {outcome}", **fields)
+        elif isinstance(outcome, Failed):
+            self.stats.failed += 1
+            self.log.warn("APNs push {apns_id} to {token}: {outcome}", **fields)
+        else:
+            self.stats.overloaded += 1
+
+    def _token_rejected(self, device_token: str, reason: str) -> None:
+        if self._on_token_rejected is None:
+            return
+        try:
+            self._on_token_rejected(device_token, reason)
+        except Exception:  # noqa: BLE001 - the registry's bug must not hang a push
+            self.log.failure(
+                "on_token_rejected failed for {token}", token=token_hint(device_token)
+            )
+
+    async def _deliver(self, notification: ApnsNotification) -> Outcome:
+        settings = self._settings
+        attempt = 0
+        refreshed = False
+        outcome: Outcome = Retryable("DeadlineExceeded")
+        while True:
+            remaining = notification.deadline - self._reactor.seconds()
+            if remaining <= 0:
+                return outcome
+            attempt += 1
+            authorization = self._auth.authorization()
+            outcome = await self._attempt(
+                notification, authorization, min(settings.request_timeout_s, remaining)
+            )
+            if (
+                isinstance(outcome, Failed)
+                and outcome.reason == EXPIRED_PROVIDER_TOKEN
+                and not refreshed
+            ):
+                refreshed = True
+                if self._auth.provider_token_expired(authorization):
+                    self.stats.provider_token_refreshes += 1
+                    continue
+                return outcome
+            if not isinstance(outcome, Retryable) or attempt >= settings.max_attempts:
+                return outcome
+            delay = self._backoff(attempt, outcome.retry_after)
+            if self._reactor.seconds() + delay >= notification.deadline:
+                return outcome
+            self.stats.retries += 1
+            self.log.info(
+                "APNs push {apns_id} to {token}: {reason}, retry {attempt} in"
+                " {delay:.2f}s",
+                apns_id=notification.apns_id,
+                token=token_hint(notification.device_token),
+                reason=outcome.reason,
+                attempt=attempt,
+                delay=delay,
+            )
+            await deferLater(self._reactor, delay)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        settings = self._settings
+        ceiling = min(
+            settings.retry_max_s, settings.retry_base_s * 2.0 ** (attempt - 1)
+        )
+        delay = ceiling * (0.5 + self._jitter() / 2)
+        return delay if retry_after is None else max(delay, retry_after)
+
+    def _url(self, notification: ApnsNotification) -> str:
+        host, port = self._settings.endpoint(notification.environment)
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"https://{host}:{port}/3/device/{notification.device_token}"
+
+    async def _attempt(
+        self,
+        notification: ApnsNotification,
+        authorization: str | None,
+        time_limit: float,
+    ) -> Outcome:
+        self.stats.requests += 1
+        timer = _AttemptTimer(self._reactor, time_limit)
+        try:
+            return await self._exchange(notification, authorization, timer)
+        except CancelledError:
+            if not timer.fired:
+                raise
+            self.stats.timeouts += 1
+            return Retryable("Timeout")
+        except Exception as e:  # noqa: BLE001 - any transport error is retryable
+            self.stats.connection_errors += 1
+            self.log.info(
+                "APNs push {apns_id}: transport error {error}",
+                apns_id=notification.apns_id,
+                error=type(e).__name__,
+            )
+            return Retryable("ConnectionError")
+        finally:
+            timer.stop()
+
+    def _exchange(
+        self,
+        notification: ApnsNotification,
+        authorization: str | None,
+        timer: _AttemptTimer,
+    ) -> Coroutine[Any, Any, Outcome]:
+        headers = Headers(request_headers(notification, authorization))
+        requested = self._http.post(
+            self._url(notification),
+            data=notification.payload,
+            headers=headers,
+            allow_redirects=False,
+            unbuffered=True,
+        )
+        return self._read(notification, timer.guard(requested), timer)
+
+    async def _read(
+        self,
+        notification: ApnsNotification,
+        requested: Deferred[Any],
+        timer: _AttemptTimer,
+    ) -> Outcome:
+        response: IResponse = await requested
+        status = response.code
+        apns_id = _response_apns_id(response) or notification.apns_id
+        if status == 200:
+            response.deliverBody(_Discard())  # type: ignore[no-untyped-call]
+            return Delivered(apns_id)
+        body = _CappedBody(MAX_ERROR_BODY + 1)
+        response.deliverBody(body)  # type: ignore[no-untyped-call]
+        try:
+            data = await timer.guard(body.done)
+        except CancelledError:
+            if not timer.fired:
+                raise
+            data = bytes(body._data)  # the status alone still classifies it
+        retry_after = parse_retry_after(response.headers.getRawHeaders(b"retry-after"))
+        return classify(status, data, apns_id=apns_id, retry_after=retry_after)
+
+
+def _response_apns_id(response: IResponse) -> str | None:
+    values = response.headers.getRawHeaders(b"apns-id")
+    if not values:
+        return None
+    try:
+        value = values[0].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return value if _APNS_ID_RE.fullmatch(value) else None
