@@ -1,0 +1,551 @@
+"""Sans-IO HTTP/2 client connection: stream bookkeeping over ``h2``.
+
+``h2.connection.H2Connection`` knows frames and stream states; this class adds
+what a client needs on top: a stream limit taken from the server's SETTINGS
+(one stream until they arrive), a bounded queue of requests waiting for a
+stream, request bodies sent within the flow-control window, response size
+caps, and GOAWAY sorting (which requests may be retried elsewhere).
+
+It does no I/O and knows no Twisted: callers feed bytes in with
+:meth:`ClientConnection.receive_data`, get :data:`ClientEvent` objects back and
+write :meth:`ClientConnection.data_to_send` to the wire. Requests are named by
+an opaque hashable key chosen by the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+
+from gateway.http2._errors import (
+    ConnectionLostError,
+    GoAwayError,
+    H2ClientError,
+    QueueFullError,
+    RemoteProtocolError,
+    ResponseTooLargeError,
+    StreamResetError,
+)
+
+__all__ = [
+    "ClientConnection",
+    "ClientEvent",
+    "CloseConnection",
+    "ConnectionUnusable",
+    "PingAcknowledged",
+    "RequestFailed",
+    "ResponseComplete",
+    "ResponseData",
+    "ResponseHeaders",
+    "SettingsReceived",
+]
+
+K = TypeVar("K", bound=Hashable)
+
+Header = tuple[bytes, bytes]
+
+# RFC 9113 8.2.2: connection-specific fields must not appear in HTTP/2.
+_CONNECTION_HEADERS = frozenset(
+    {
+        b"connection",
+        b"host",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+        b"te",
+    }
+)
+
+# Our own receive window for the whole connection: big enough that thousands
+# of small APNs responses never stall on WINDOW_UPDATE round trips.
+_CONNECTION_WINDOW = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseHeaders(Generic[K]):
+    """The final (non-1xx) response head for ``key`` arrived."""
+
+    key: K
+    status: int
+    headers: tuple[Header, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseData(Generic[K]):
+    """A chunk of response body for ``key``."""
+
+    key: K
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseComplete(Generic[K]):
+    """The response for ``key`` ended cleanly."""
+
+    key: K
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestFailed(Generic[K]):
+    """The request ``key`` is over on this connection.
+
+    ``retry`` is true only when the server certainly did not process it
+    (queued here, above a GOAWAY's last stream id, or REFUSED_STREAM).
+    """
+
+    key: K
+    error: H2ClientError
+    retry: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettingsReceived:
+    """The server's SETTINGS arrived; the stream limit may have changed."""
+
+    max_concurrent_streams: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PingAcknowledged:
+    """The server answered our PING."""
+
+    opaque_data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionUnusable:
+    """No new requests may start here (GOAWAY, stream ids used up)."""
+
+    reason: H2ClientError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloseConnection:
+    """The transport should be closed once pending bytes are written."""
+
+    reason: H2ClientError | None
+
+
+ClientEvent = (
+    ResponseHeaders[K]
+    | ResponseData[K]
+    | ResponseComplete[K]
+    | RequestFailed[K]
+    | SettingsReceived
+    | PingAcknowledged
+    | ConnectionUnusable
+    | CloseConnection
+)
+
+
+@dataclass(slots=True, kw_only=True)
+class _Request(Generic[K]):
+    """A request waiting for, or owning, a stream."""
+
+    key: K
+    headers: list[Header]
+    body: bytes
+    stream_id: int = 0
+    sent: int = 0  # body bytes handed to h2 so far
+    received: int = 0  # response body bytes so far
+    responded: bool = False
+
+
+class ClientConnection(Generic[K]):
+    """One HTTP/2 client connection's state, as bytes in and events out."""
+
+    def __init__(
+        self,
+        *,
+        max_concurrent_streams: int = 1000,
+        max_queued: int = 10000,
+        max_response_size: int = 1024 * 1024,
+    ) -> None:
+        self._max_streams_cap = max_concurrent_streams
+        self._max_queued = max_queued
+        self._max_response_size = max_response_size
+        self._h2 = h2.connection.H2Connection(
+            config=h2.config.H2Configuration(
+                client_side=True, header_encoding=None, validate_inbound_headers=True
+            )
+        )
+        self._queue: deque[_Request[K]] = deque()
+        self._by_key: dict[K, _Request[K]] = {}
+        self._by_stream: dict[int, _Request[K]] = {}
+        self._settings_seen = False
+        self._usable = True
+        self._closed = False
+        self._goaway_last_stream: int | None = None
+
+    # -- state -----------------------------------------------------------
+
+    @property
+    def active_streams(self) -> int:
+        """Streams we opened that have not ended yet."""
+        return len(self._by_stream)
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting here for a free stream."""
+        return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        """All requests this connection is responsible for."""
+        return len(self._by_key)
+
+    @property
+    def usable(self) -> bool:
+        """Whether new requests may be submitted."""
+        return self._usable and not self._closed
+
+    @property
+    def stream_limit(self) -> int:
+        """How many streams may be open now: one until the server's SETTINGS."""
+        if not self._settings_seen:
+            return 1
+        remote = self._h2.remote_settings.max_concurrent_streams
+        return max(0, min(remote, self._max_streams_cap))
+
+    # -- actions ---------------------------------------------------------
+
+    def initiate(self) -> None:
+        """Queue the connection preface with our settings (sent first)."""
+        self._h2.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 64 * 1024,
+            },
+        )
+        self._h2.initiate_connection()
+        self._h2.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
+
+    def submit(self, key: K, headers: Sequence[Header], body: bytes = b"") -> None:
+        """Start ``key`` on a stream now, or queue it until one is free.
+
+        Raises :class:`QueueFullError` when the queue is at its bound and
+        :class:`ConnectionLostError` when the connection takes no new requests.
+        """
+        if not self.usable:
+            raise ConnectionLostError("HTTP/2 connection no longer accepts requests")
+        if key in self._by_key:
+            raise ValueError(f"request {key!r} already submitted")
+        if len(self._queue) >= self._max_queued and (
+            self._queue or self.active_streams >= self.stream_limit
+        ):
+            raise QueueFullError(
+                f"{self._max_queued} requests already wait for an HTTP/2 stream"
+            )
+        request = _Request(key=key, headers=_clean_headers(headers), body=body)
+        self._by_key[key] = request
+        self._queue.append(request)
+        self._start_queued()
+
+    def cancel(self, key: K) -> None:
+        """Forget ``key``: dequeue it or reset its stream with CANCEL."""
+        request = self._by_key.pop(key, None)
+        if request is None:
+            return
+        if request.stream_id == 0:
+            self._queue.remove(request)
+            return
+        del self._by_stream[request.stream_id]
+        if not self._closed:
+            self._reset_quietly(request.stream_id, ErrorCodes.CANCEL)
+        self._start_queued()
+
+    def ping(self, opaque_data: bytes) -> None:
+        """Queue a PING (keep-alive probe); 8 bytes of opaque data."""
+        if not self._closed:
+            self._h2.ping(opaque_data)
+
+    def close(self, error_code: int = ErrorCodes.NO_ERROR) -> list[ClientEvent[K]]:
+        """Send GOAWAY and end every request (not retryable if started)."""
+        events: list[ClientEvent[K]] = []
+        if not self._closed:
+            self._h2.close_connection(error_code)
+        self._fail_all(events, ConnectionLostError("HTTP/2 connection closed locally"))
+        self._closed = True
+        events.append(CloseConnection(reason=None))
+        return events
+
+    def connection_lost(self, reason: str) -> list[ClientEvent[K]]:
+        """The transport is gone: fail what is in flight, release the queue."""
+        events: list[ClientEvent[K]] = []
+        self._fail_all(events, ConnectionLostError(f"HTTP/2 connection lost: {reason}"))
+        self._closed = True
+        self._usable = False
+        return events
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write to the transport now."""
+        return self._h2.data_to_send()
+
+    def receive_data(self, data: bytes) -> list[ClientEvent[K]]:
+        """Feed bytes from the server; return what happened."""
+        if self._closed:
+            return []
+        out: list[ClientEvent[K]] = []
+        try:
+            h2_events = self._h2.receive_data(data)
+        except h2.exceptions.ProtocolError as e:
+            # h2 has already queued a GOAWAY for the server.
+            error = RemoteProtocolError(f"server broke HTTP/2: {e}")
+            self._fail_all(out, error)
+            self._closed = True
+            self._usable = False
+            out.append(CloseConnection(reason=error))
+            return out
+        for event in h2_events:
+            self._handle(event, out)
+        self._start_queued()
+        self._maybe_finish_goaway(out)
+        return out
+
+    # -- internals -------------------------------------------------------
+
+    def _handle(self, event: h2.events.Event, out: list[ClientEvent[K]]) -> None:
+        if isinstance(event, h2.events.ResponseReceived):
+            self._on_response(event, out)
+        elif isinstance(event, h2.events.DataReceived):
+            self._on_data(event, out)
+        elif isinstance(event, h2.events.StreamEnded):
+            request = self._by_stream.pop(event.stream_id, None)
+            if request is not None:
+                del self._by_key[request.key]
+                if not request.responded:
+                    out.append(
+                        RequestFailed(
+                            key=request.key,
+                            error=RemoteProtocolError("stream ended without response"),
+                            retry=False,
+                        )
+                    )
+                else:
+                    out.append(ResponseComplete(key=request.key))
+                if request.sent < len(request.body):
+                    # Server answered before reading the whole body: stop sending.
+                    self._reset_quietly(request.stream_id, ErrorCodes.NO_ERROR)
+        elif isinstance(event, h2.events.StreamReset):
+            self._on_reset(event, out)
+        elif isinstance(event, h2.events.WindowUpdated):
+            self._send_bodies()
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self._settings_seen = True
+            out.append(SettingsReceived(max_concurrent_streams=self.stream_limit))
+            self._send_bodies()
+        elif isinstance(event, h2.events.PingAckReceived):
+            out.append(PingAcknowledged(opaque_data=bytes(event.ping_data or b"")))
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self._on_goaway(event, out)
+        # Trailers, 1xx, priority, settings ACK, unknown frames: nothing to do.
+
+    def _on_response(
+        self, event: h2.events.ResponseReceived, out: list[ClientEvent[K]]
+    ) -> None:
+        request = self._by_stream.get(event.stream_id)
+        if request is None:
+            return
+        status = 0
+        headers: list[Header] = []
+        for name, value in event.headers or ():
+            name_b, value_b = bytes(name), bytes(value)
+            if name_b == b":status":
+                status = int(value_b)
+            elif not name_b.startswith(b":"):
+                headers.append((name_b, value_b))
+        length = _content_length(headers)
+        if length is not None and length > self._max_response_size:
+            self._abort(request, out, self._too_large())
+            return
+        request.responded = True
+        out.append(
+            ResponseHeaders(key=request.key, status=status, headers=tuple(headers))
+        )
+
+    def _on_data(
+        self, event: h2.events.DataReceived, out: list[ClientEvent[K]]
+    ) -> None:
+        # Hand the window back at once: bodies are capped, so memory is bounded
+        # by max_response_size per stream, not by flow control.
+        self._h2.acknowledge_received_data(
+            event.flow_controlled_length or 0, event.stream_id
+        )
+        request = self._by_stream.get(event.stream_id)
+        if request is None:
+            return
+        data = event.data or b""
+        request.received += len(data)
+        if request.received > self._max_response_size:
+            self._abort(request, out, self._too_large())
+            return
+        if data:
+            out.append(ResponseData(key=request.key, data=data))
+
+    def _on_reset(
+        self, event: h2.events.StreamReset, out: list[ClientEvent[K]]
+    ) -> None:
+        request = self._by_stream.pop(event.stream_id, None)
+        if request is None:
+            return
+        del self._by_key[request.key]
+        code = int(event.error_code or 0)
+        out.append(
+            RequestFailed(
+                key=request.key,
+                error=StreamResetError(
+                    code, f"server reset the stream: {_code_name(code)}"
+                ),
+                # REFUSED_STREAM promises the request was not processed.
+                retry=code == ErrorCodes.REFUSED_STREAM and not request.responded,
+            )
+        )
+
+    def _on_goaway(
+        self, event: h2.events.ConnectionTerminated, out: list[ClientEvent[K]]
+    ) -> None:
+        code = int(event.error_code or 0)
+        last = int(event.last_stream_id or 0)
+        self._goaway_last_stream = last
+        error = GoAwayError(
+            code, f"server sent GOAWAY ({_code_name(code)}, last stream {last})"
+        )
+        self._usable = False
+        out.append(ConnectionUnusable(reason=error))
+        # Streams the server never saw, and queued requests, may go elsewhere.
+        for stream_id in [s for s in self._by_stream if s > last]:
+            request = self._by_stream.pop(stream_id)
+            del self._by_key[request.key]
+            out.append(RequestFailed(key=request.key, error=error, retry=True))
+        while self._queue:
+            request = self._queue.popleft()
+            del self._by_key[request.key]
+            out.append(RequestFailed(key=request.key, error=error, retry=True))
+        # h2 moves to CLOSED on any GOAWAY and would then reject the frames of
+        # streams at or below last_stream_id, which RFC 9113 6.8 lets finish.
+        # Reopen its state machine; we never start another stream here.
+        self._h2.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+
+    def _maybe_finish_goaway(self, out: list[ClientEvent[K]]) -> None:
+        """After GOAWAY, close once the streams at or below last_stream_id end."""
+        if (
+            self._goaway_last_stream is not None
+            and not self._closed
+            and not self._by_key
+        ):
+            self._closed = True
+            out.append(CloseConnection(reason=None))
+
+    def _abort(
+        self, request: _Request[K], out: list[ClientEvent[K]], error: H2ClientError
+    ) -> None:
+        self._by_stream.pop(request.stream_id, None)
+        self._by_key.pop(request.key, None)
+        self._reset_quietly(request.stream_id, ErrorCodes.CANCEL)
+        out.append(RequestFailed(key=request.key, error=error, retry=False))
+
+    def _too_large(self) -> ResponseTooLargeError:
+        return ResponseTooLargeError(
+            f"response body exceeds {self._max_response_size} bytes"
+        )
+
+    def _reset_quietly(self, stream_id: int, code: int) -> None:
+        with contextlib.suppress(h2.exceptions.NoSuchStreamError):
+            self._h2.reset_stream(stream_id, code)
+
+    def _fail_all(self, out: list[ClientEvent[K]], error: H2ClientError) -> None:
+        """End every request: queued ones may be retried, started ones not."""
+        for request in self._by_stream.values():
+            out.append(RequestFailed(key=request.key, error=error, retry=False))
+        for request in self._queue:
+            out.append(RequestFailed(key=request.key, error=error, retry=True))
+        self._by_stream.clear()
+        self._queue.clear()
+        self._by_key.clear()
+
+    def _start_queued(self) -> None:
+        """Open streams for queued requests while the limit allows."""
+        if not self.usable:
+            return
+        limit = self.stream_limit
+        while self._queue and len(self._by_stream) < limit:
+            request = self._queue[0]
+            try:
+                stream_id = self._h2.get_next_available_stream_id()
+                self._h2.send_headers(
+                    stream_id, request.headers, end_stream=not request.body
+                )
+            except h2.exceptions.NoAvailableStreamIDError:
+                # Stream ids used up (2**31): finish what runs, then reconnect.
+                self._usable = False
+                self._goaway_last_stream = 2**31
+                return
+            except h2.exceptions.TooManyStreamsError:
+                return
+            self._queue.popleft()
+            request.stream_id = stream_id
+            self._by_stream[stream_id] = request
+            if request.body:
+                self._send_body(request)
+
+    def _send_bodies(self) -> None:
+        for request in list(self._by_stream.values()):
+            if request.sent < len(request.body):
+                self._send_body(request)
+
+    def _send_body(self, request: _Request[K]) -> None:
+        """Send as much body as the windows allow; end the stream when done."""
+        stream_id = request.stream_id
+        while request.sent < len(request.body):
+            window = self._h2.local_flow_control_window(stream_id)
+            size = min(window, self._h2.max_outbound_frame_size)
+            if size <= 0:
+                return  # resumed on WINDOW_UPDATE
+            chunk = request.body[request.sent : request.sent + size]
+            request.sent += len(chunk)
+            self._h2.send_data(
+                stream_id, chunk, end_stream=request.sent >= len(request.body)
+            )
+
+
+def _clean_headers(headers: Sequence[Header]) -> list[Header]:
+    """Lower-case names and drop connection-specific fields (RFC 9113 8.2)."""
+    pseudo: list[Header] = []
+    regular: list[Header] = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower.startswith(b":"):
+            pseudo.append((lower, value))
+        elif lower not in _CONNECTION_HEADERS:
+            regular.append((lower, value))
+    return pseudo + regular
+
+
+def _content_length(headers: Sequence[Header]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _code_name(code: int) -> str:
+    try:
+        return ErrorCodes(code).name
+    except ValueError:
+        return f"error code {code}"
