@@ -51,6 +51,7 @@ __all__ = [
     "SessionClosed",
     "SessionSettings",
     "State",
+    "random_id",
 ]
 
 PROTOCOL_VERSION = 1
@@ -207,7 +208,8 @@ class _TokenBucket:
         return False
 
 
-def _new_id() -> str:
+def random_id() -> str:
+    """A fresh UUID4 string, for session ids and frame ids."""
     return str(uuid.uuid4())
 
 
@@ -220,7 +222,7 @@ class DeviceSession:
         secret: bytes,
         now: float,
         *,
-        id_factory: Callable[[], str] = _new_id,
+        id_factory: Callable[[], str] = random_id,
     ) -> None:
         self._settings = settings
         self._secret = secret
