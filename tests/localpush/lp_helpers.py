@@ -60,3 +60,21 @@ def counter_ids(prefix: str = "id") -> Callable[[], str]:
     """Predictable ids: id-1, id-2, ..."""
     counter = itertools.count(1)
     return lambda: f"{prefix}-{next(counter)}"
+
+
+class RecordingListener:
+    """A SessionListener that records what it was told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+        self.infos: list[Any] = []
+
+    def on_session_up(self, device_id: str, info: Any) -> None:
+        self.calls.append(("up", device_id))
+        self.infos.append(info)
+
+    def on_session_down(self, device_id: str, reason: str) -> None:
+        self.calls.append(("down", device_id, reason))
+
+    def on_call_event(self, device_id: str, call_id: str, event: str) -> None:
+        self.calls.append(("call_event", device_id, call_id, event))
