@@ -211,6 +211,10 @@ class ApnsClient:
         and it fails with ``CancelledError``, as Twisted's convention has it.
         """
         self.stats.pushes += 1
+        if notification.deadline <= self._reactor.seconds():
+            late = Retryable("DeadlineExceeded")
+            self._record(notification, late)
+            return succeed(late)
         settings = self._settings
         if (
             self._in_flight >= settings.max_in_flight
@@ -371,8 +375,6 @@ class ApnsClient:
 
     def _url(self, notification: ApnsNotification) -> str:
         host, port = self._settings.endpoint(notification.environment)
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
         return f"https://{host}:{port}/3/device/{notification.device_token}"
 
     async def _attempt(

@@ -116,8 +116,8 @@ class ApnsNotification:
     payload: bytes = attrs.field(repr=_payload_repr)
     deadline: float
     apns_id: str = attrs.field(factory=new_apns_id)
-    expiration: int = 0
-    priority: int = 10
+    expiration: int = attrs.field(default=0, converter=int)
+    priority: int = attrs.field(default=10, converter=int)
 
 
 def request_headers(

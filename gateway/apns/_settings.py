@@ -15,7 +15,8 @@ from gateway.apns._payload import Environment
 __all__ = ["ApnsSettings"]
 
 _port = v.and_(v.instance_of(int), v.ge(1), v.le(65535))
-_host = v.and_(v.instance_of(str), v.min_len(1))
+# treq (hyperlink) cannot put IPv6 literals in a URL: names and IPv4 only.
+_host = v.and_(v.instance_of(str), v.matches_re(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*)"))
 
 
 def _positive(inst: object, attr: attrs.Attribute[float], value: float) -> None:

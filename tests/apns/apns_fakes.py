@@ -112,6 +112,7 @@ class Recorded:
     deferred: Deferred[IResponse]
     at: float
     cancelled: bool = False
+    response: FakeResponse | None = None
 
     def header(self, name: bytes) -> list[bytes] | None:
         """All raw values of one request header (case-insensitive)."""
@@ -119,7 +120,8 @@ class Recorded:
 
     def answer(self, reply: Reply) -> None:
         """Answer a PENDING request now."""
-        self.deferred.callback(FakeResponse(reply))  # type: ignore[arg-type]
+        self.response = FakeResponse(reply)
+        self.deferred.callback(self.response)  # type: ignore[arg-type]
 
 
 Script = Reply | BaseException | Literal["pending"]
@@ -159,7 +161,7 @@ class FakeAgent:
         self.requests.append(rec)
         item = self._script.popleft() if self._script else self.default
         if isinstance(item, Reply):
-            d.callback(FakeResponse(item))  # type: ignore[arg-type]
+            rec.answer(item)
         elif isinstance(item, BaseException):
             d.errback(Failure(item))
         return d
