@@ -74,6 +74,7 @@ def test_service_starts_and_stops_with_example(
     options = Options()
     options.parseOptions(["--config", str(example)])
     service = makeService(options)
+    before = set(reactor.getDelayedCalls())
     service.startService()
     try:
         var = example.parent.parent / "var"
@@ -82,7 +83,9 @@ def test_service_starts_and_stops_with_example(
         assert (var / "voipgw.sqlite3").exists()
     finally:
         yield service.stopService()
-    assert reactor.getDelayedCalls() == []
+    left = [c for c in reactor.getDelayedCalls() if c not in before and c.active()]
+    assert left == []
+    assert not service.running
 
 
 @pytest.mark.integration
