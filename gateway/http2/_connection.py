@@ -26,6 +26,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
+from hyperframe.frame import Frame, GoAwayFrame
 
 from gateway.http2._errors import (
     ConnectionLostError,
@@ -149,6 +150,22 @@ ClientEvent = (
 )
 
 
+class _GracefulH2Connection(h2.connection.H2Connection):
+    """h2 moves to CLOSED on any GOAWAY and then rejects every later frame.
+
+    RFC 9113 6.8 lets streams at or below last_stream_id finish, so reopen the
+    state machine right after the GOAWAY (within the same ``receive_data``);
+    :class:`ClientConnection` never starts another stream on it.
+    """
+
+    def _receive_goaway_frame(
+        self, frame: GoAwayFrame
+    ) -> tuple[list[Frame], list[h2.events.Event]]:
+        frames, events = super()._receive_goaway_frame(frame)
+        self.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+        return frames, events
+
+
 @dataclass(slots=True, kw_only=True)
 class _Request(Generic[K]):
     """A request waiting for, or owning, a stream."""
@@ -175,7 +192,7 @@ class ClientConnection(Generic[K]):
         self._max_streams_cap = max_concurrent_streams
         self._max_queued = max_queued
         self._max_response_size = max_response_size
-        self._h2 = h2.connection.H2Connection(
+        self._h2 = _GracefulH2Connection(
             config=h2.config.H2Configuration(
                 client_side=True, header_encoding=None, validate_inbound_headers=True
             )
@@ -187,6 +204,8 @@ class ClientConnection(Generic[K]):
         self._usable = True
         self._closed = False
         self._goaway_last_stream: int | None = None
+        # Bytes of the server preface seen so far, until its frame header is checked.
+        self._preface: bytes | None = b""
 
     # -- state -----------------------------------------------------------
 
@@ -300,6 +319,7 @@ class ClientConnection(Generic[K]):
             return []
         out: list[ClientEvent[K]] = []
         try:
+            self._check_preface(data)
             h2_events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as e:
             # h2 has already queued a GOAWAY for the server.
@@ -316,6 +336,27 @@ class ClientConnection(Generic[K]):
         return out
 
     # -- internals -------------------------------------------------------
+
+    def _check_preface(self, data: bytes) -> None:
+        """Insist the server starts with a SETTINGS frame (RFC 9113 3.4).
+
+        h2 waits for a whole frame before checking its length, so a server
+        speaking something else (HTTP/1.1, garbage) would otherwise make us
+        buffer up to 16 MiB before failing.
+        """
+        if self._preface is None:
+            return
+        self._preface += data
+        if len(self._preface) < 9:
+            return
+        head, self._preface = self._preface[:9], None
+        length = int.from_bytes(head[0:3], "big")
+        stream_id = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+        if head[3] != 0x4 or stream_id != 0 or length % 6 or length > 16384:
+            self._h2.close_connection(ErrorCodes.PROTOCOL_ERROR)
+            raise h2.exceptions.ProtocolError(
+                f"server preface is not a SETTINGS frame: {head!r}"
+            )
 
     def _handle(self, event: h2.events.Event, out: list[ClientEvent[K]]) -> None:
         if isinstance(event, h2.events.ResponseReceived):
@@ -434,10 +475,6 @@ class ClientConnection(Generic[K]):
             request = self._queue.popleft()
             del self._by_key[request.key]
             out.append(RequestFailed(key=request.key, error=error, retry=True))
-        # h2 moves to CLOSED on any GOAWAY and would then reject the frames of
-        # streams at or below last_stream_id, which RFC 9113 6.8 lets finish.
-        # Reopen its state machine; we never start another stream here.
-        self._h2.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
 
     def _maybe_finish_goaway(self, out: list[ClientEvent[K]]) -> None:
         """After GOAWAY, close once the streams at or below last_stream_id end."""

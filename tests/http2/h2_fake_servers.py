@@ -14,9 +14,12 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import h2.settings
+from OpenSSL import SSL
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions, PrivateCertificate
 from twisted.web import resource, server
@@ -30,8 +33,21 @@ def tls_options(
     return CertificateOptions(
         privateKey=pc.privateKey.original,
         certificate=pc.original,
-        acceptableProtocols=protocols if protocols is not None else [b"h2"],
+        acceptableProtocols=[b"h2"] if protocols is None else protocols,
     )
+
+
+class NoAlpnContextFactory:
+    """Old-style context factory: a TLS server that ignores ALPN altogether."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.cert, self.key = cert, key
+
+    def getContext(self) -> SSL.Context:
+        ctx = SSL.Context(SSL.TLS_METHOD)
+        ctx.use_certificate_file(str(self.cert))
+        ctx.use_privatekey_file(str(self.key))
+        return ctx
 
 
 class Echo(resource.Resource):
@@ -142,7 +158,12 @@ class FakeH2Server(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.factory.on_connect is not None:
             return
-        for event in self.conn.receive_data(data):
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            # After our own GOAWAY h2 rejects everything; the test decides.
+            return
+        for event in events:
             if isinstance(event, h2.events.RequestReceived):
                 self.headers[event.stream_id] = list(event.headers or [])
                 self.bodies[event.stream_id] = b""
@@ -191,3 +212,72 @@ class FakeFactory(Factory):
         self.requests = 0
         self.lost = 0
         self.lost_waiters: list[Deferred[None]] = []
+
+
+class ConnectProxy(Protocol):
+    """Minimal HTTP CONNECT proxy: answers 200 and pipes bytes both ways."""
+
+    factory: ProxyFactory
+
+    def connectionMade(self) -> None:
+        self.buf = b""
+        self.peer: Pipe | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.peer is not None:
+            assert self.peer.transport is not None
+            self.peer.transport.write(data)
+            return
+        self.buf += data
+        if b"\r\n\r\n" not in self.buf:
+            return
+        head, _, rest = self.buf.partition(b"\r\n\r\n")
+        line = head.split(b"\r\n")[0]
+        self.factory.seen.append(line)
+        assert self.transport is not None
+        if self.factory.refuse:
+            self.transport.write(b"HTTP/1.1 403 Forbidden\r\n\r\n")
+            self.transport.loseConnection()
+            return
+        target = line.split(b" ")[1]
+        host, port = target.rsplit(b":", 1)
+        self.transport.pauseProducing()  # type: ignore[attr-defined]
+        endpoint = TCP4ClientEndpoint(reactor, host.decode(), int(port))
+        connectProtocol(endpoint, Pipe(self)).addCallback(self._up, rest)
+
+    def _up(self, pipe: Pipe, rest: bytes) -> None:
+        self.peer = pipe
+        assert self.transport is not None and pipe.transport is not None
+        self.transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        if rest:
+            pipe.transport.write(rest)
+        self.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.loseConnection()
+
+
+class Pipe(Protocol):
+    """The proxy's leg to the target server."""
+
+    def __init__(self, other: ConnectProxy) -> None:
+        self.other = other
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.other.transport is not None
+        self.other.transport.write(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        assert self.other.transport is not None
+        self.other.transport.loseConnection()
+
+
+class ProxyFactory(Factory):
+    """Records CONNECT lines; ``refuse`` answers 403."""
+
+    protocol = ConnectProxy
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.seen: list[bytes] = []
