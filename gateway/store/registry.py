@@ -85,8 +85,9 @@ class Registry(Service):
         self._purge_interval_s = purge_interval_s
         self._purger: LoopingCall | None = None
         self._devices: dict[str, Device] = {}
-        self._by_aor: dict[str, dict[str, Device]] = {}
-        self._by_token: dict[str, set[str]] = {}
+        # Tuples, not dicts: most AORs have one or two devices, and 100k
+        # small dicts cost more memory than the devices themselves.
+        self._by_aor: dict[str, tuple[Device, ...]] = {}
         self._bindings: dict[str, dict[tuple[str, str, str], Binding]] = {}
         self._messages: dict[str, dict[str, PendingMessage]] = {}
         self.loaded = False
@@ -141,7 +142,7 @@ class Registry(Service):
 
     def devices_for_aor(self, aor: str) -> list[Device]:
         found = self._by_aor.get(aor)
-        return list(found.values()) if found else []
+        return list(found) if found else []
 
     def devices(self) -> list[Device]:
         return list(self._devices.values())
@@ -164,15 +165,18 @@ class Registry(Service):
         return self._persister.submit(ops).addCallback(lambda _: existed)
 
     def remove_token(self, token: str) -> Deferred[int]:
+        # A scan: APNs rejects tokens rarely, an index would cost every device.
         ops: list[Op] = []
-        for device_id in sorted(self._by_token.get(token, ())):
-            device = self._devices[device_id]
+        holders = [
+            d for d in self._devices.values() if token in (d.voip_token, d.alert_token)
+        ]
+        for device in holders:
             updated = attrs.evolve(
                 device,
                 voip_token=None if device.voip_token == token else device.voip_token,
                 alert_token=None if device.alert_token == token else device.alert_token,
             )
-            self._unindex_device(device_id)
+            self._unindex_device(device.device_id)
             self._index_device(updated)
             ops.append(PutDevice(updated))
         for aor, bindings in list(self._bindings.items()):
@@ -188,29 +192,20 @@ class Registry(Service):
 
     def _index_device(self, device: Device) -> None:
         self._devices[device.device_id] = device
+        by_aor = self._by_aor
         for aor in device.aors:
-            self._by_aor.setdefault(aor, {})[device.device_id] = device
-        for token in (device.voip_token, device.alert_token):
-            if token:
-                self._by_token.setdefault(token, set()).add(device.device_id)
+            by_aor[aor] = (*by_aor.get(aor, ()), device)
 
     def _unindex_device(self, device_id: str) -> bool:
         old = self._devices.pop(device_id, None)
         if old is None:
             return False
         for aor in old.aors:
-            entry = self._by_aor.get(aor)
-            if entry is not None:
-                entry.pop(device_id, None)
-                if not entry:
-                    del self._by_aor[aor]
-        for token in (old.voip_token, old.alert_token):
-            if not token or token not in self._by_token:
-                continue
-            ids = self._by_token[token]
-            ids.discard(device_id)
-            if not ids:
-                del self._by_token[token]
+            rest = tuple(d for d in self._by_aor.get(aor, ()) if d is not old)
+            if rest:
+                self._by_aor[aor] = rest
+            else:
+                self._by_aor.pop(aor, None)
         return True
 
     # -- bindings -----------------------------------------------------------

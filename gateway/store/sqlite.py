@@ -9,7 +9,6 @@ killed (``kill -9``); only an OS crash or power loss can lose the last few.
 
 from __future__ import annotations
 
-import json
 import queue
 import sqlite3
 import threading
@@ -74,6 +73,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+# devices.aors holds the AORs joined by a newline, which no SIP URI contains.
+_AOR_SEP = "\n"
 _STOP = object()
 
 
@@ -114,7 +115,7 @@ def _apply(conn: sqlite3.Connection, op: Op) -> None:
                 "INSERT OR REPLACE INTO devices VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     d.device_id,
-                    json.dumps(list(d.aors)),
+                    _AOR_SEP.join(d.aors),
                     d.voip_token,
                     d.alert_token,
                     d.topic,
@@ -196,17 +197,14 @@ class SQLitePersister:
         conn = self._conn
         devices = [
             Device(
-                device_id=row[0],
-                aors=tuple(json.loads(row[1])),
-                voip_token=row[2],
-                alert_token=row[3],
-                topic=row[4],
-                apns_env=row[5],
-                locale=row[6],
-                app_version=row[7],
-                last_seen=row[8],
+                row[0],
+                tuple(row[1].split(_AOR_SEP)) if row[1] else (),
+                *row[2:],
             )
-            for row in conn.execute("SELECT * FROM devices")
+            for row in conn.execute(
+                "SELECT device_id, aors, voip_token, alert_token, topic, apns_env, "
+                "locale, app_version, last_seen FROM devices"
+            )
         ]
         bindings = [
             Binding(*row)
