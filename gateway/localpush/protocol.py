@@ -54,6 +54,7 @@ class _Transport(TypingProtocol):
     def abortConnection(self) -> None: ...
     def getPeer(self) -> Any: ...
     def registerProducer(self, producer: Any, streaming: bool) -> None: ...
+    def unregisterProducer(self) -> None: ...
 
 
 @implementer(IHandshakeListener, IPushProducer)
@@ -282,6 +283,8 @@ class LocalPushProtocol(Protocol):
         if self._tls_stalled():
             self._transport.abortConnection()
             return
+        # TLS postpones its close_notify while a producer is registered.
+        self._transport.unregisterProducer()
         self._transport.loseConnection()
         self._abort_timer = self._clock.callLater(
             self._settings.close_timeout_s, self._abort

@@ -178,6 +178,7 @@ def test_bye_closes_and_reports_down() -> None:
     proto.dataReceived(wire({"type": "bye"}))
     assert tr.value() == b""
     assert tr.disconnecting
+    assert tr.producer is None  # unregistered, else TLS would hold its close_notify
     assert not w.hub.is_online(DEVICE)
     assert w.listener.calls[-1] == ("down", DEVICE, "bye")
 

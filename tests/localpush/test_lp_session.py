@@ -663,3 +663,15 @@ def test_configurable_rate() -> None:
     assert s.state is State.OPEN
     s.receive_data(wire({"type": "pong"}), T0 + 1.5)
     assert_error(s, "rate_limited")
+
+
+def test_core_imports_no_twisted() -> None:
+    """The sans-IO core (and the package) import nothing from Twisted."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import gateway.localpush.session, gateway.localpush; "
+        "sys.exit(1 if any(m.startswith('twisted') for m in sys.modules) else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
