@@ -25,6 +25,7 @@ from gateway.apns._outcome import (
     TokenRejected,
     classify,
     parse_error_body,
+    push_status,
 )
 from gateway.apns._payload import (
     ALERT_PAYLOAD_LIMIT,
@@ -32,6 +33,7 @@ from gateway.apns._payload import (
     ApnsNotification,
     Environment,
     PushType,
+    alert_notification,
     expiration_at,
     message_payload,
     missed_call_payload,
@@ -39,6 +41,7 @@ from gateway.apns._payload import (
     request_headers,
     token_hint,
     topic_for,
+    voip_notification,
     voip_payload,
 )
 from gateway.apns._settings import ApnsSettings
@@ -67,14 +70,17 @@ __all__ = [
     "TokenAuth",
     "TokenRejected",
     "TokenRejectedCallback",
+    "alert_notification",
     "classify",
     "expiration_at",
     "message_payload",
     "missed_call_payload",
     "new_apns_id",
     "parse_error_body",
+    "push_status",
     "request_headers",
     "token_hint",
     "topic_for",
+    "voip_notification",
     "voip_payload",
 ]

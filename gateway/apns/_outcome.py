@@ -29,6 +29,7 @@ __all__ = [
     "classify",
     "parse_error_body",
     "parse_retry_after",
+    "push_status",
 ]
 
 UNKNOWN_REASON = "Unknown"
@@ -196,3 +197,19 @@ def classify(
     if cls is Retryable:
         return Retryable(error.reason, retry_after=retry_after, status=status)
     return Failed(status, error.reason)
+
+
+def push_status(outcome: Outcome) -> str:
+    """This device's entry for the ``X-Push-Status`` SIP header (calls.md).
+
+    ``apns;accepted``, ``apns;rejected=<reason>`` (APNs refused the push or the
+    token), ``apns;failed=<reason>`` (no answer in time, or back-pressure).
+    Reasons are token characters only, so the value is header-safe.
+    """
+    if isinstance(outcome, Delivered):
+        return "apns;accepted"
+    if isinstance(outcome, TokenRejected | Failed):
+        return f"apns;rejected={outcome.reason}"
+    if isinstance(outcome, Retryable):
+        return f"apns;failed={outcome.reason}"
+    return "apns;failed=Overloaded"

@@ -22,6 +22,7 @@ __all__ = [
     "ApnsNotification",
     "Environment",
     "PushType",
+    "alert_notification",
     "expiration_at",
     "message_payload",
     "missed_call_payload",
@@ -29,6 +30,7 @@ __all__ = [
     "request_headers",
     "token_hint",
     "topic_for",
+    "voip_notification",
     "voip_payload",
 ]
 
@@ -118,6 +120,48 @@ class ApnsNotification:
     apns_id: str = attrs.field(factory=new_apns_id)
     expiration: int = attrs.field(default=0, converter=int)
     priority: int = attrs.field(default=10, converter=int)
+
+
+def voip_notification(
+    *,
+    device_token: str,
+    environment: Environment,
+    bundle_id: str,
+    payload: bytes,
+    deadline: float,
+    expiration: int = 0,
+) -> ApnsNotification:
+    """A VoIP push: push type voip, topic ``<bundle>.voip``, a fresh apns-id."""
+    return ApnsNotification(
+        device_token=device_token,
+        environment=environment,
+        push_type=PushType.VOIP,
+        topic=topic_for(bundle_id, PushType.VOIP),
+        payload=payload,
+        deadline=deadline,
+        expiration=expiration,
+    )
+
+
+def alert_notification(
+    *,
+    device_token: str,
+    environment: Environment,
+    bundle_id: str,
+    payload: bytes,
+    deadline: float,
+    expiration: int = 0,
+) -> ApnsNotification:
+    """An alert push (missed call, message): push type alert, topic ``<bundle>``."""
+    return ApnsNotification(
+        device_token=device_token,
+        environment=environment,
+        push_type=PushType.ALERT,
+        topic=topic_for(bundle_id, PushType.ALERT),
+        payload=payload,
+        deadline=deadline,
+        expiration=expiration,
+    )
 
 
 def request_headers(

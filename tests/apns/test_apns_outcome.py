@@ -11,10 +11,13 @@ from gateway.apns import (
     UNKNOWN_REASON,
     Delivered,
     Failed,
+    Outcome,
+    Overloaded,
     Retryable,
     TokenRejected,
     classify,
     parse_error_body,
+    push_status,
 )
 from gateway.apns._outcome import MAX_ERROR_BODY, parse_retry_after
 
@@ -175,3 +178,19 @@ def test_body_timestamp_parsing() -> None:
 def test_parse_retry_after(values: list[bytes] | None, seconds: float | None) -> None:
     """Delta-seconds only, non-negative and finite, capped at an hour."""
     assert parse_retry_after(values) == seconds
+
+
+@pytest.mark.parametrize(
+    ("outcome", "status"),
+    [
+        (Delivered(ID), "apns;accepted"),
+        (TokenRejected("BadDeviceToken", 400), "apns;rejected=BadDeviceToken"),
+        (TokenRejected("Unregistered"), "apns;rejected=Unregistered"),
+        (Failed(413, "PayloadTooLarge"), "apns;rejected=PayloadTooLarge"),
+        (Retryable("Timeout"), "apns;failed=Timeout"),
+        (Overloaded(), "apns;failed=Overloaded"),
+    ],
+)
+def test_push_status_for_x_push_status_header(outcome: Outcome, status: str) -> None:
+    """Each outcome maps to the calls.md X-Push-Status entry for its device."""
+    assert push_status(outcome) == status

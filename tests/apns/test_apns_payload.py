@@ -14,12 +14,14 @@ from gateway.apns import (
     ApnsNotification,
     Environment,
     PushType,
+    alert_notification,
     expiration_at,
     message_payload,
     missed_call_payload,
     request_headers,
     token_hint,
     topic_for,
+    voip_notification,
     voip_payload,
 )
 
@@ -313,3 +315,36 @@ def test_repr_hides_token_and_payload() -> None:
     assert token_hint(TOKEN) in r
     assert "Alice" not in r
     assert "<24 bytes>" in r
+
+
+def test_notification_factories_pick_type_and_topic() -> None:
+    """voip_notification/alert_notification set push type and topic per calls.md."""
+    common = {
+        "device_token": TOKEN,
+        "environment": Environment.SANDBOX,
+        "bundle_id": "com.example.phone",
+        "payload": b"{}",
+        "deadline": 30.0,
+    }
+    v = voip_notification(**common)  # type: ignore[arg-type]
+    a = alert_notification(**common, expiration=99)  # type: ignore[arg-type]
+    assert (v.push_type, v.topic, v.expiration) == (
+        PushType.VOIP,
+        "com.example.phone.voip",
+        0,
+    )
+    assert (a.push_type, a.topic, a.expiration) == (
+        PushType.ALERT,
+        "com.example.phone",
+        99,
+    )
+    assert v.environment is Environment.SANDBOX
+    assert v.apns_id != a.apns_id
+
+
+def test_public_names_are_the_private_objects() -> None:
+    """gateway.apns re-exports every name in __all__ (klein's export test)."""
+    import gateway.apns
+
+    for name in gateway.apns.__all__:
+        assert getattr(gateway.apns, name) is not None
