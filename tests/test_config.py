@@ -397,3 +397,46 @@ def test_dump_masks_proxy_credentials(cfgdir: Path) -> None:
     data = dump_config(load_config(_load(cfgdir, text), environ={}))
     assert data["apns"]["proxy"] == "http://********@proxy.example:3128"
     assert tomllib.loads(to_toml(data))["apns"]["proxy"] == data["apns"]["proxy"]
+
+
+def test_example_config_is_complete() -> None:
+    """etc/voipgw.toml names every setting (set, or commented out with a value)."""
+    import re
+
+    text = EXAMPLE.read_text()
+    data = dump_config(load_config(EXAMPLE, environ={}))
+
+    def keys(table: dict[str, object]) -> list[str]:
+        out = []
+        for k, v in table.items():
+            out += keys(v) if isinstance(v, dict) else [k]  # type: ignore[arg-type]
+        return out
+
+    missing = [k for k in keys(data) if not re.search(rf"^#? ?{k} = ", text, re.M)]
+    assert missing == []
+
+
+def test_check_config_cli_on_example(capsys: pytest.CaptureFixture[str]) -> None:
+    """`voipgw check-config` accepts the example and prints TOML and JSON."""
+    import json
+    import tomllib
+
+    from gateway.cli import main
+
+    assert main(["check-config", str(EXAMPLE)]) == 0
+    assert tomllib.loads(capsys.readouterr().out)["localpush"]["heartbeat_s"] == 30
+    assert main(["check-config", "--json", str(EXAMPLE)]) == 0
+    assert json.loads(capsys.readouterr().out)["calls"]["ring_timeout_s"] == 30.0
+
+
+def test_check_config_cli_on_bad_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad file: exit 1 and the problems on stderr."""
+    from gateway.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[sip.udp]\nport = -1\n")
+    assert main(["check-config", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: sip.udp.port: must be between 0 and 65535 (got -1)" in err
