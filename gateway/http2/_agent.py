@@ -204,10 +204,10 @@ class _HostPool:
             f"connecting to {self._peer} took longer than "
             f"{self._agent.connect_timeout}s"
         )
+        protocol.never_connected(error)
         if self._connect_d is not None:
             d, self._connect_d = self._connect_d, None
             d.cancel()
-        protocol.never_connected(error)
 
     def _stop_connect_timer(self) -> None:
         if self._connect_timer is not None and self._connect_timer.active():

@@ -282,6 +282,7 @@ class H2ClientProtocol(TwistedProtocol):
                         peer=self.peer,
                         reason=str(event.reason),
                     )
+                self._flush()
                 self._lose_connection()
         self._schedule_idle()
 

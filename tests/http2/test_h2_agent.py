@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Generator
 from pathlib import Path
@@ -26,6 +27,7 @@ from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from gateway.http2 import (
     AgentClosedError,
@@ -54,11 +56,25 @@ def listen(
     )
 
 
-@pytest.fixture
-def cleanup() -> Generator[list[Any], None, None]:
-    """Things with close()/stopListening() to shut down after the test."""
-    items: list[Any] = []
-    yield items
+@pytest.fixture(autouse=True)
+def no_logged_errors() -> Generator[None, None, None]:
+    """Fail the test if anything logged an error (unhandled Deferred failures included)."""
+    errors: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("isError") or event.get("log_level") in (
+            LogLevel.error,
+            LogLevel.critical,
+        ):
+            errors.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield
+        gc.collect()  # unhandled Deferred errors are logged on collection
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert [formatEvent(e) for e in errors] == []
 
 
 def make_agent(tls_pair: tuple[Path, Path], **kw: Any) -> H2Agent:

@@ -1,0 +1,282 @@
+"""ClientConnection (sans-IO core) against h2's own server-side state machine.
+
+Bytes go from one side's ``data_to_send`` into the other's ``receive_data``;
+no sockets, no reactor.
+"""
+
+from __future__ import annotations
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+import pytest
+from h2.errors import ErrorCodes
+
+from gateway.http2 import (
+    QueueFullError,
+    RemoteProtocolError,
+    ResponseTooLargeError,
+    StreamResetError,
+)
+from gateway.http2._connection import (
+    ClientConnection,
+    CloseConnection,
+    ConnectionUnusable,
+    RequestFailed,
+    ResponseComplete,
+    ResponseData,
+    ResponseHeaders,
+    SettingsReceived,
+)
+
+GET = [
+    (b":method", b"GET"),
+    (b":scheme", b"https"),
+    (b":authority", b"api.example.com"),
+    (b":path", b"/"),
+]
+
+
+def make_server(max_streams: int | None = None) -> h2.connection.H2Connection:
+    server = h2.connection.H2Connection(
+        config=h2.config.H2Configuration(client_side=False, header_encoding=None)
+    )
+    if max_streams is not None:
+        server.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams
+            },
+        )
+    server.initiate_connection()
+    return server
+
+
+def pair(
+    max_streams: int | None = None, **kw: int
+) -> tuple[ClientConnection[str], h2.connection.H2Connection]:
+    """A client and server that have exchanged prefaces (SETTINGS both ways)."""
+    client: ClientConnection[str] = ClientConnection(**kw)
+    client.initiate()
+    server = make_server(max_streams)
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())  # SETTINGS ACK
+    return client, server
+
+
+def to_server(
+    client: ClientConnection[str], server: h2.connection.H2Connection
+) -> list[h2.events.Event]:
+    return server.receive_data(client.data_to_send())
+
+
+def to_client(
+    client: ClientConnection[str], server: h2.connection.H2Connection
+) -> list[object]:
+    return list(client.receive_data(server.data_to_send()))
+
+
+def requests(events: list[h2.events.Event]) -> list[int]:
+    return [e.stream_id for e in events if isinstance(e, h2.events.RequestReceived)]
+
+
+def respond(
+    server: h2.connection.H2Connection, stream_id: int, body: bytes = b"ok"
+) -> None:
+    server.send_headers(stream_id, [(b":status", b"200")])
+    server.send_data(stream_id, body, end_stream=True)
+
+
+def test_one_stream_until_server_settings() -> None:
+    """Before the server's SETTINGS arrive only one stream is opened; the rest wait."""
+    client: ClientConnection[str] = ClientConnection()
+    client.initiate()
+    for key in "abc":
+        client.submit(key, GET)
+    server = make_server(max_streams=10)
+    assert requests(server.receive_data(client.data_to_send())) == [1]
+    assert client.active_streams == 1 and client.queued == 2
+    events = to_client(client, server)
+    assert SettingsReceived(max_concurrent_streams=10) in events
+    assert requests(to_server(client, server)) == [3, 5]
+
+
+def test_stream_limit_from_settings_queues_the_rest() -> None:
+    """With MAX_CONCURRENT_STREAMS=2 the third request starts when one ends."""
+    client, server = pair(max_streams=2)
+    for key in "abc":
+        client.submit(key, GET)
+    assert requests(to_server(client, server)) == [1, 3]
+    respond(server, 1)
+    events = to_client(client, server)
+    assert ResponseComplete(key="a") in events
+    assert requests(to_server(client, server)) == [5]
+
+
+def test_request_body_waits_for_window_update() -> None:
+    """A body larger than the peer's window is sent up to the window, the rest after WINDOW_UPDATE."""
+    client, server = pair()
+    body = b"z" * 100_000
+    client.submit("a", [(b":method", b"POST"), *GET[1:]], body)
+    got = b""
+    ended = False
+    for _ in range(10):
+        for event in to_server(client, server):
+            if isinstance(event, h2.events.DataReceived):
+                got += event.data or b""
+                server.acknowledge_received_data(event.flow_controlled_length or 0, 1)
+            ended = ended or isinstance(event, h2.events.StreamEnded)
+        if ended:
+            break
+        assert len(got) <= 65535 or ended
+        to_client(client, server)  # deliver WINDOW_UPDATEs
+    assert got == body and ended
+
+
+def test_goaway_sorts_retryable_streams() -> None:
+    """GOAWAY(last=1): stream 1 still completes, streams 3 and 5 fail retryable, then close."""
+    client, server = pair()
+    for key in "abc":
+        client.submit(key, GET)
+    to_server(client, server)
+    server.close_connection(last_stream_id=1)
+    events = to_client(client, server)
+    assert isinstance(events[0], ConnectionUnusable)
+    failed = {e.key: e.retry for e in events if isinstance(e, RequestFailed)}
+    assert failed == {"b": True, "c": True}
+    assert not client.usable
+    server.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
+    respond(server, 1)
+    events = to_client(client, server)
+    assert ResponseComplete(key="a") in events
+    assert CloseConnection(reason=None) in events
+
+
+def test_queue_bound() -> None:
+    """Past ``max_queued`` waiting requests, submit raises QueueFullError."""
+    client: ClientConnection[str] = ClientConnection(max_queued=1)
+    client.initiate()
+    client.submit("a", GET)  # the one stream allowed before SETTINGS
+    client.submit("b", GET)
+    with pytest.raises(QueueFullError):
+        client.submit("c", GET)
+
+
+@pytest.mark.parametrize(
+    ("code", "retry"),
+    [
+        (ErrorCodes.REFUSED_STREAM, True),
+        (ErrorCodes.INTERNAL_ERROR, False),
+        (ErrorCodes.CANCEL, False),
+    ],
+)
+def test_rst_stream(code: ErrorCodes, retry: bool) -> None:
+    """RST_STREAM fails that request with StreamResetError; only REFUSED_STREAM is retryable."""
+    client, server = pair()
+    client.submit("a", GET)
+    client.submit("b", GET)
+    to_server(client, server)
+    server.reset_stream(1, code)
+    respond(server, 3)
+    events = to_client(client, server)
+    (failed,) = [e for e in events if isinstance(e, RequestFailed)]
+    assert failed.key == "a" and failed.retry is retry
+    assert (
+        isinstance(failed.error, StreamResetError) and failed.error.error_code == code
+    )
+    assert ResponseComplete(key="b") in events
+
+
+def test_response_too_large_by_content_length() -> None:
+    """A Content-Length above the cap fails at once and resets the stream with CANCEL."""
+    client, server = pair(max_response_size=10)
+    client.submit("a", GET)
+    to_server(client, server)
+    server.send_headers(1, [(b":status", b"200"), (b"content-length", b"11")])
+    (failed,) = to_client(client, server)
+    assert isinstance(failed, RequestFailed)
+    assert isinstance(failed.error, ResponseTooLargeError)
+    resets = [
+        e for e in to_server(client, server) if isinstance(e, h2.events.StreamReset)
+    ]
+    assert [(r.stream_id, r.error_code) for r in resets] == [(1, ErrorCodes.CANCEL)]
+
+
+def test_response_too_large_by_data() -> None:
+    """Body bytes beyond the cap fail the request after the headers were delivered."""
+    client, server = pair(max_response_size=10)
+    client.submit("a", GET)
+    to_server(client, server)
+    server.send_headers(1, [(b":status", b"200")])
+    server.send_data(1, b"0123456789")
+    server.send_data(1, b"!")
+    events = to_client(client, server)
+    assert isinstance(events[0], ResponseHeaders)
+    assert events[1] == ResponseData(key="a", data=b"0123456789")
+    assert isinstance(events[2], RequestFailed)
+    assert isinstance(events[2].error, ResponseTooLargeError)
+
+
+def test_cancel_resets_started_and_dequeues_waiting() -> None:
+    """cancel() sends RST_STREAM(CANCEL) for a started stream and drops a queued one silently."""
+    client, server = pair(max_streams=1)
+    client.submit("a", GET)
+    client.submit("b", GET)
+    to_server(client, server)
+    client.cancel("b")
+    client.cancel("a")
+    events = to_server(client, server)
+    assert [
+        (e.stream_id, e.error_code)
+        for e in events
+        if isinstance(e, h2.events.StreamReset)
+    ] == [(1, ErrorCodes.CANCEL)]
+    assert requests(events) == []
+    assert client.in_flight == 0
+
+
+def test_garbage_instead_of_settings() -> None:
+    """Bytes that are not a SETTINGS preface fail everything with RemoteProtocolError."""
+    client: ClientConnection[str] = ClientConnection()
+    client.initiate()
+    client.submit("a", GET)
+    client.data_to_send()
+    events = client.receive_data(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    assert isinstance(events[0], RequestFailed)
+    assert isinstance(events[0].error, RemoteProtocolError)
+    assert isinstance(events[-1], CloseConnection)
+    assert client.data_to_send()[3] == 0x7  # GOAWAY frame queued
+
+
+def test_headers_lower_cased_without_connection_fields() -> None:
+    """Header names are sent lower-case; host/connection-specific fields are dropped."""
+    client, server = pair()
+    client.submit(
+        "a",
+        [
+            *GET,
+            (b"Host", b"x"),
+            (b"Connection", b"close"),
+            (b"APNS-Topic", b"com.example.voip"),
+        ],
+    )
+    (received,) = [
+        e for e in to_server(client, server) if isinstance(e, h2.events.RequestReceived)
+    ]
+    names = [name for name, _ in received.headers or []]
+    assert (b"apns-topic", b"com.example.voip") in list(received.headers or [])
+    assert b"host" not in names and b"connection" not in names
+
+
+def test_connection_lost_fails_started_and_releases_queued() -> None:
+    """On connection loss started requests fail for good, queued ones are retryable."""
+    client, _server = pair(max_streams=1)
+    client.submit("a", GET)
+    client.submit("b", GET)
+    events = client.connection_lost("reset by peer")
+    assert {(e.key, e.retry) for e in events if isinstance(e, RequestFailed)} == {
+        ("a", False),
+        ("b", True),
+    }

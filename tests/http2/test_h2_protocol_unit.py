@@ -1,0 +1,204 @@
+"""H2ClientProtocol and the agent's host pool on StringTransport and task.Clock.
+
+Keep-alive PING, idle close, ALPN checking, connect backoff and connect
+timeout, without sockets or real time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import INegotiated
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from zope.interface import implementer
+
+from gateway.http2 import ConnectFailedError, H2Agent, NegotiationError
+from gateway.http2._protocol import ConnectionSettings, H2ClientProtocol
+
+
+@implementer(INegotiated)
+class NegotiatedTransport(StringTransport):
+    """StringTransport that reports an ALPN result."""
+
+    def __init__(self, protocol: bytes | None = b"h2") -> None:
+        super().__init__()
+        self.negotiatedProtocol = protocol
+
+
+class Owner:
+    """Records what the connection tells its pool."""
+
+    def __init__(self) -> None:
+        self.unusable: list[H2ClientProtocol] = []
+        self.closed: list[tuple[H2ClientProtocol, bool]] = []
+        self.retried: list[Any] = []
+
+    def connection_unusable(self, connection: H2ClientProtocol) -> None:
+        self.unusable.append(connection)
+
+    def connection_closed(self, connection: H2ClientProtocol, healthy: bool) -> None:
+        self.closed.append((connection, healthy))
+
+    def retry(self, exchange: Any, error: Any) -> None:
+        self.retried.append(exchange)
+
+
+def connected(
+    alpn: bytes | None = b"h2", **settings: Any
+) -> tuple[
+    H2ClientProtocol, NegotiatedTransport, h2.connection.H2Connection, Clock, Owner
+]:
+    """A protocol after TLS and the SETTINGS exchange with an h2 server."""
+    clock = Clock()
+    owner = Owner()
+    proto = H2ClientProtocol(
+        clock=clock,
+        owner=owner,
+        settings=ConnectionSettings(**settings),
+        peer="apns:443",
+    )
+    transport = NegotiatedTransport(alpn)
+    proto.makeConnection(transport)
+    proto.handshakeCompleted()
+    server = h2.connection.H2Connection(
+        config=h2.config.H2Configuration(client_side=False)
+    )
+    server.initiate_connection()
+    if alpn == b"h2":
+        server.receive_data(transport.value())
+        transport.clear()
+        proto.dataReceived(server.data_to_send())
+        server.receive_data(transport.value())
+        transport.clear()
+    return proto, transport, server, clock, owner
+
+
+def test_keepalive_ping_after_quiet_period() -> None:
+    """After ping_interval with nothing received, a PING goes out; its ACK keeps the connection."""
+    proto, transport, server, clock, _ = connected(ping_interval=10.0, ping_timeout=5.0)
+    clock.advance(9)
+    assert transport.value() == b""
+    clock.advance(1)
+    events = server.receive_data(transport.value())
+    transport.clear()
+    assert any(isinstance(e, h2.events.PingReceived) for e in events)
+    proto.dataReceived(server.data_to_send())  # the ACK
+    clock.advance(5)
+    assert not transport.disconnecting
+
+
+def test_no_ping_while_frames_arrive() -> None:
+    """Traffic from the server postpones the keep-alive PING."""
+    proto, transport, server, clock, _ = connected(ping_interval=10.0)
+    clock.advance(8)
+    server.ping(b"12345678")
+    proto.dataReceived(server.data_to_send())
+    transport.clear()
+    clock.advance(5)
+    assert not any(
+        isinstance(e, h2.events.PingReceived)
+        for e in server.receive_data(transport.value())
+    )
+
+
+def test_unanswered_ping_aborts() -> None:
+    """A PING without ACK within ping_timeout aborts the connection."""
+    _, transport, _, clock, _ = connected(ping_interval=10.0, ping_timeout=5.0)
+    clock.advance(10)
+    assert not transport.disconnecting
+    clock.advance(5)
+    assert transport.disconnecting
+
+
+def test_idle_close() -> None:
+    """With no request in flight for idle_timeout, the connection sends GOAWAY and closes."""
+    proto, transport, server, clock, owner = connected(
+        ping_interval=None, idle_timeout=30.0
+    )
+    clock.advance(29)
+    assert not transport.disconnecting
+    clock.advance(1)
+    assert transport.disconnecting
+    events = server.receive_data(transport.value())
+    assert any(isinstance(e, h2.events.ConnectionTerminated) for e in events)
+    assert owner.unusable == [proto]
+
+
+def test_no_alpn_h2_fails_setup() -> None:
+    """If ALPN did not pick h2, ``ready`` fails with NegotiationError and nothing is sent."""
+    proto, transport, _, _, _ = connected(alpn=b"http/1.1")
+    failure = []
+    proto.ready.addErrback(failure.append)
+    assert failure[0].check(NegotiationError)
+    assert transport.value() == b""
+    assert transport.disconnecting
+
+
+class ScriptedAgent(H2Agent):
+    """Agent whose connection attempts are scripted instead of using TCP."""
+
+    def __init__(self, clock: Clock, outcomes: list[Any], **kw: Any) -> None:
+        super().__init__(clock, ping_interval=None, request_timeout=None, **kw)  # type: ignore[arg-type]
+        self.outcomes = outcomes
+        self.attempts: list[float] = []
+
+    def open_connection(
+        self, host: str, port: int, protocol: H2ClientProtocol
+    ) -> Deferred[Any]:
+        self.attempts.append(self.clock.seconds())
+        outcome = self.outcomes.pop(0)
+        if outcome == "refuse":
+            return fail(ConnectionRefusedError("refused"))
+        return Deferred()  # hangs: a black-holed SYN
+
+
+def test_reconnect_backoff() -> None:
+    """Failed connects back off: later requests wait backoff(n) seconds before the next attempt."""
+    clock = Clock()
+    agent = ScriptedAgent(clock, ["refuse"] * 3, backoff=lambda n: 2.0**n)
+    d1 = agent.request(b"GET", b"https://apns.example/")
+    errors: list[Any] = []
+    d1.addErrback(errors.append)
+    assert errors[0].check(ConnectFailedError)
+    d2 = agent.request(b"GET", b"https://apns.example/")
+    d2.addErrback(errors.append)
+    assert agent.attempts == [0.0]
+    clock.advance(1.9)
+    assert agent.attempts == [0.0]
+    clock.advance(0.1)
+    assert agent.attempts == [0.0, 2.0]
+    assert errors[1].check(ConnectFailedError)
+    agent.request(b"GET", b"https://apns.example/").addErrback(errors.append)
+    clock.advance(4)
+    assert agent.attempts == [0.0, 2.0, 6.0]
+    assert len(errors) == 3
+
+
+def test_connect_timeout() -> None:
+    """A connect attempt that never completes fails the request after connect_timeout."""
+    clock = Clock()
+    agent = ScriptedAgent(clock, ["hang"], connect_timeout=5.0)
+    errors: list[Any] = []
+    agent.request(b"GET", b"https://apns.example/").addErrback(errors.append)
+    clock.advance(4.9)
+    assert errors == []
+    clock.advance(0.1)
+    assert errors[0].check(ConnectFailedError)
+    assert "longer than 5.0s" in str(errors[0].value)
+
+
+def test_close_while_connecting() -> None:
+    """close() during a connect attempt fails the waiting request and fires."""
+    clock = Clock()
+    agent = ScriptedAgent(clock, ["hang"])
+    errors: list[Any] = []
+    agent.request(b"GET", b"https://apns.example/").addErrback(errors.append)
+    done: list[Any] = []
+    agent.close().addCallback(done.append)
+    assert done == [None]
+    assert len(errors) == 1
