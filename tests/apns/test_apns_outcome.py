@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.apns import (
     APNS_ERRORS,
@@ -194,3 +196,20 @@ def test_parse_retry_after(values: list[bytes] | None, seconds: float | None) ->
 def test_push_status_for_x_push_status_header(outcome: Outcome, status: str) -> None:
     """Each outcome maps to the calls.md X-Push-Status entry for its device."""
     assert push_status(outcome) == status
+
+
+@given(status=st.integers(min_value=100, max_value=599), body=st.binary(max_size=600))
+def test_classify_never_raises(status: int, body: bytes) -> None:
+    """Any status with any body bytes yields an outcome with a header-safe reason."""
+    outcome = classify(status, body, apns_id=ID)
+    assert isinstance(outcome, Delivered | TokenRejected | Retryable | Failed)
+    assert "\r" not in push_status(outcome)
+    assert "\n" not in push_status(outcome)
+
+
+@given(reason=st.text(max_size=80))
+def test_reason_text_is_sanitised(reason: str) -> None:
+    """Whatever reason string APNs (or a proxy) sends, only tokens come out."""
+    parsed = parse_error_body(json.dumps({"reason": reason}).encode()).reason
+    assert parsed in (reason, UNKNOWN_REASON)
+    assert all(c.isascii() and (c.isalnum() or c in "_.-") for c in parsed)
