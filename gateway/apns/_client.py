@@ -166,6 +166,7 @@ class _Job:
     result: Deferred[Outcome] = attrs.field(init=False)
     running: Deferred[Outcome] | None = None
     cancelled: bool = False
+    shutdown: bool = False
 
 
 class ApnsClient:
@@ -192,6 +193,9 @@ class ApnsClient:
         self._queue: deque[_Job] = deque()
         self._in_flight = 0
         self._draining = False
+        self._closed = False
+        self._idle: list[Deferred[None]] = []
+        self._running: set[_Job] = set()
         self.stats = ApnsStats()
 
     @property
@@ -215,6 +219,8 @@ class ApnsClient:
             late = Retryable("DeadlineExceeded")
             self._record(notification, late)
             return succeed(late)
+        if self._closed:
+            return succeed(self._overloaded(notification, Overloaded("closed")))
         settings = self._settings
         if (
             self._in_flight >= settings.max_in_flight
@@ -226,6 +232,28 @@ class ApnsClient:
         self._queue.append(job)
         self._drain()
         return job.result
+
+    def close(self) -> Deferred[None]:
+        """Stop for service shutdown; fires once no push is in flight.
+
+        New and queued pushes end as ``Overloaded("closed")``; in-flight ones
+        are cancelled and end as ``Retryable("Shutdown")``, so no caller hangs.
+        """
+        self._closed = True
+        while self._queue:
+            job = self._queue.popleft()
+            job.result.callback(
+                self._overloaded(job.notification, Overloaded("closed"))
+            )
+        for job in list(self._running):
+            job.shutdown = True
+            if job.running is not None:
+                job.running.cancel()
+        if self._in_flight == 0:
+            return succeed(None)
+        idle: Deferred[None] = Deferred()
+        self._idle.append(idle)
+        return idle
 
     def _overloaded(
         self, notification: ApnsNotification, outcome: Overloaded
@@ -258,6 +286,7 @@ class ApnsClient:
 
     def _start(self, job: _Job) -> None:
         self._in_flight += 1
+        self._running.add(job)
         running = Deferred.fromCoroutine(self._deliver(job.notification))
         job.running = running
         running.addBoth(self._finished, job)
@@ -273,11 +302,14 @@ class ApnsClient:
 
     def _finished(self, result: Outcome | Failure, job: _Job) -> None:
         self._in_flight -= 1
+        self._running.discard(job)
         job.running = None
         outcome: Outcome | None
         if isinstance(result, Failure):
             if job.cancelled and isinstance(result.value, CancelledError):
                 outcome = None
+            elif job.shutdown and isinstance(result.value, CancelledError):
+                outcome = Retryable("Shutdown")
             else:
                 self.log.failure(
                     "Unexpected error pushing {apns_id}",
@@ -291,6 +323,10 @@ class ApnsClient:
             self._record(job.notification, outcome)
             job.result.callback(outcome)
         self._drain()
+        if self._in_flight == 0 and self._idle:
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
 
     def _record(self, notification: ApnsNotification, outcome: Outcome) -> None:
         fields = {

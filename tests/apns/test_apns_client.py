@@ -551,3 +551,27 @@ def test_settings_validated(settings: dict[str, object]) -> None:
     """Bad settings fail at construction (IPv6 literals: treq cannot use them)."""
     with pytest.raises((ValueError, TypeError)):
         ApnsSettings(**settings)  # type: ignore[arg-type]
+
+
+def test_close_ends_every_push_with_an_outcome() -> None:
+    """close(): in-flight -> Retryable Shutdown, queued and new -> Overloaded."""
+    h = Harness(max_in_flight=1)
+    in_flight, queued = h.push(), h.push()
+    closed = h.client.close()
+    assert success_of(closed) is None
+    assert success_of(in_flight) == Retryable("Shutdown")
+    assert h.agent.requests[0].cancelled
+    assert success_of(queued) == Overloaded("closed")
+    assert success_of(h.push()) == Overloaded("closed")
+    assert len(h.agent.requests) == 1
+    assert h.clock.getDelayedCalls() == []
+
+
+def test_close_during_backoff_and_when_idle(h: Harness) -> None:
+    """A push waiting to retry ends at close; an idle client closes at once."""
+    h.agent.script(Reply(503, _body("ServiceUnavailable")))
+    d = h.push()
+    success_of(h.client.close())
+    assert success_of(d) == Retryable("Shutdown")
+    assert h.clock.getDelayedCalls() == []
+    assert success_of(Harness().client.close()) is None
