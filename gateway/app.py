@@ -8,7 +8,6 @@ from twisted.logger import Logger
 from zope.interface import Interface
 
 from gateway import __version__
-
 from gateway.config import Config
 from gateway.devfiles import prepare_dev_files
 from gateway.store import Registry, SQLitePersister
