@@ -34,6 +34,7 @@ __all__ = [
     "parse_params",
     "parse_reason",
     "parse_via",
+    "parse_via_sent_by",
     "quote",
     "split_list",
     "unquote",
@@ -259,6 +260,26 @@ def parse_via(value: str) -> Via:
         host=parse_host(m.group(4)),
         port=int(port) if port is not None else None,
         params=params,
+    )
+
+
+def parse_via_sent_by(value: str) -> Via | None:
+    """Protocol, transport and sent-by of a Via whose parameters are broken.
+
+    Enough to route a ``400`` back (RFC 4475 3.1.2.1 "badinv01").
+    """
+    m = _VIA_RE.match(value)
+    if m is None or (m.group(5) is not None and int(m.group(5)) > 65535):
+        return None
+    try:
+        host = parse_host(m.group(4))
+    except SipParseError:
+        return None
+    return Via(
+        protocol=f"{m.group(1).upper()}/{m.group(2)}",
+        transport=m.group(3).upper(),
+        host=host,
+        port=int(m.group(5)) if m.group(5) is not None else None,
     )
 
 

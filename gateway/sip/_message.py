@@ -26,9 +26,11 @@ from gateway.sip._headers import (
     parse_name_addr,
     parse_reason,
     parse_via,
+    parse_via_sent_by,
     split_list,
 )
 from gateway.sip._raw import Header, RawMessage
+from gateway.sip._routing import Address, stamp_via
 from gateway.sip._uri import SipUri, parse_uri
 
 __all__ = [
@@ -630,13 +632,18 @@ def build_response(
 
 
 def build_error_response(
-    error: SipParseError, *, to_tag: str | None = None
+    error: SipParseError,
+    *,
+    to_tag: str | None = None,
+    source: Address | None = None,
 ) -> Response | None:
     """The ``400`` (or ``505``) for a request that failed to parse.
 
     ``None`` when no response can be built: a response came in, or the top
     Via, From, To, Call-ID or CSeq is missing or the top Via is unreadable.
-    Values are copied as received, as RFC 3261 8.2.6.2 asks.
+    Values are copied as received, as RFC 3261 8.2.6.2 asks. With
+    ``source``, the top Via gets ``received``/``rport`` (18.2.1), so
+    ``route_response(response.via[0], ...)`` finds the way back.
     """
     raw = error.raw
     if raw is None or raw.start_line.startswith("SIP/"):
@@ -650,9 +657,17 @@ def build_error_response(
             first.setdefault(h.key, h.value)
     if not vias or any(k not in first for k in ("from", "to", "call-id", "cseq")):
         return None
+    top_raw = vias[0]
     try:
-        top = parse_via(vias[0])
+        top: Via | None = parse_via(top_raw)
+        if top is not None and source is not None:
+            top = stamp_via(top, source)
+        top_raw = str(top)
     except SipParseError:
+        top = parse_via_sent_by(top_raw)  # route by sent-by, copy as received
+        if top is not None and source is not None:
+            top = stamp_via(top, source)
+    if top is None:
         return None
     to_value = first["to"]
     if to_tag is not None and ";tag=" not in to_value.replace(" ", "").lower():
@@ -662,7 +677,7 @@ def build_error_response(
         status=error.status,
         reason=reason,
         headers=_response_headers(
-            [str(top), *vias[1:]],
+            [top_raw, *vias[1:]],
             first["from"],
             to_value,
             first["call-id"],
