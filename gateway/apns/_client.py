@@ -111,6 +111,11 @@ class _CappedBody(Protocol):
         self._data = bytearray()
         self.done: Deferred[bytes] = Deferred(lambda _: self._stop())
 
+    @property
+    def received(self) -> bytes:
+        """What arrived so far (at most ``cap`` bytes)."""
+        return bytes(self._data)
+
     def dataReceived(self, data: bytes) -> None:
         if self.done.called:
             return
@@ -167,6 +172,11 @@ class _Job:
     running: Deferred[Outcome] | None = None
     cancelled: bool = False
     shutdown: bool = False
+
+    @property
+    def stopping(self) -> bool:
+        """Cancelled by its caller or by close(): no further attempt."""
+        return self.cancelled or self.shutdown
 
 
 class ApnsClient:
@@ -287,7 +297,7 @@ class ApnsClient:
     def _start(self, job: _Job) -> None:
         self._in_flight += 1
         self._running.add(job)
-        running = Deferred.fromCoroutine(self._deliver(job.notification))
+        running = Deferred.fromCoroutine(self._deliver(job))
         job.running = running
         running.addBoth(self._finished, job)
 
@@ -306,9 +316,10 @@ class ApnsClient:
         job.running = None
         outcome: Outcome | None
         if isinstance(result, Failure):
-            if job.cancelled and isinstance(result.value, CancelledError):
+            # A cancelled request may fail with the agent's own exception type.
+            if job.cancelled:
                 outcome = None
-            elif job.shutdown and isinstance(result.value, CancelledError):
+            elif job.shutdown:
                 outcome = Retryable("Shutdown")
             else:
                 self.log.failure(
@@ -360,7 +371,8 @@ class ApnsClient:
                 "on_token_rejected failed for {token}", token=token_hint(device_token)
             )
 
-    async def _deliver(self, notification: ApnsNotification) -> Outcome:
+    async def _deliver(self, job: _Job) -> Outcome:
+        notification = job.notification
         settings = self._settings
         attempt = 0
         refreshed = False
@@ -372,7 +384,7 @@ class ApnsClient:
             attempt += 1
             authorization = self._auth.authorization()
             outcome = await self._attempt(
-                notification, authorization, min(settings.request_timeout_s, remaining)
+                job, authorization, min(settings.request_timeout_s, remaining)
             )
             if (
                 isinstance(outcome, Failed)
@@ -414,21 +426,19 @@ class ApnsClient:
         return f"https://{host}:{port}/3/device/{notification.device_token}"
 
     async def _attempt(
-        self,
-        notification: ApnsNotification,
-        authorization: str | None,
-        time_limit: float,
+        self, job: _Job, authorization: str | None, time_limit: float
     ) -> Outcome:
+        notification = job.notification
         self.stats.requests += 1
         timer = _AttemptTimer(self._reactor, time_limit)
         try:
             return await self._exchange(notification, authorization, timer)
-        except CancelledError:
-            if not timer.fired:
+        except Exception as e:  # any transport error is retryable
+            if job.stopping:
                 raise
-            self.stats.timeouts += 1
-            return Retryable("Timeout")
-        except Exception as e:  # noqa: BLE001 - any transport error is retryable
+            if timer.fired:
+                self.stats.timeouts += 1
+                return Retryable("Timeout")
             self.stats.connection_errors += 1
             self.log.info(
                 "APNs push {apns_id}: transport error {error}",
@@ -474,7 +484,7 @@ class ApnsClient:
         except CancelledError:
             if not timer.fired:
                 raise
-            data = bytes(body._data)  # the status alone still classifies it
+            data = body.received  # the status alone still classifies it
         retry_after = parse_retry_after(response.headers.getRawHeaders(b"retry-after"))
         return classify(status, data, apns_id=apns_id, retry_after=retry_after)
 

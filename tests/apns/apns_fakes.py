@@ -136,6 +136,9 @@ class FakeAgent:
         self._script: deque[Script] = deque(script)
         self._clock = clock
         self.default: Script = PENDING
+        # Twisted's HTTP/1.1 Agent fails a cancelled request with
+        # ResponseNeverReceived, not CancelledError; set this to mimic that.
+        self.cancel_error: BaseException | None = None
 
     def script(self, *items: Script) -> None:
         """Queue more replies."""
@@ -152,8 +155,10 @@ class FakeAgent:
         if bodyProducer is not None:
             bodyProducer.startProducing(consumer)
 
-        def cancel(_: Deferred[IResponse]) -> None:
+        def cancel(d: Deferred[IResponse]) -> None:
             rec.cancelled = True
+            if self.cancel_error is not None:
+                d.errback(Failure(self.cancel_error))
 
         d: Deferred[IResponse] = Deferred(cancel)
         now = self._clock.seconds() if self._clock is not None else 0.0  # type: ignore[attr-defined]

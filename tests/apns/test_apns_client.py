@@ -575,3 +575,29 @@ def test_close_during_backoff_and_when_idle(h: Harness) -> None:
     assert success_of(d) == Retryable("Shutdown")
     assert h.clock.getDelayedCalls() == []
     assert success_of(Harness().client.close()) is None
+
+
+def _wrapped_cancel() -> ResponseNeverReceived:
+    return ResponseNeverReceived([Failure(CancelledError())])
+
+
+def test_cancel_with_agent_specific_error_stops_for_good(h: Harness) -> None:
+    """An agent failing cancelled requests its own way does not revive the push."""
+    h.agent.cancel_error = _wrapped_cancel()
+    d = h.push()
+    d.cancel()
+    assert failure_of(d).check(CancelledError)
+    h.clock.pump([0.5] * 80)
+    assert len(h.agent.requests) == 1
+    assert h.client.in_flight == 0
+    assert h.clock.getDelayedCalls() == []
+
+
+def test_timeout_with_agent_specific_error_is_a_timeout() -> None:
+    """The timeout is recognised by our timer, whatever the agent raises."""
+    h = Harness(request_timeout_s=1.0)
+    h.agent.cancel_error = _wrapped_cancel()
+    d = h.push(deadline=START + 1)
+    h.clock.advance(1)
+    assert success_of(d) == Retryable("Timeout")
+    assert h.client.stats.timeouts == 1
