@@ -432,7 +432,7 @@ class DeviceSession:
         event = frame.get("event")
         if not isinstance(call_id, str) or not 0 < len(call_id) <= _MAX_CALL_ID:
             self._fail("bad_frame", "call_event needs a string member call_id")
-        elif event not in CALL_EVENTS:
+        elif not isinstance(event, str) or event not in CALL_EVENTS:
             self._fail("bad_frame", "call_event has an invalid member event")
         else:
             self._events.append(CallEventReceived(call_id=call_id, event=event))
@@ -542,7 +542,9 @@ def _parse_hello(frame: Frame) -> tuple[Hello, str]:
     alert_token = _optional_str(frame, "alert_token", _HEX_RE)
     topic = _optional_str(frame, "topic", _TOPIC_RE)
     apns_env = frame.get("apns_env")
-    if apns_env is not None and apns_env not in APNS_ENVS:
+    if apns_env is not None and (
+        not isinstance(apns_env, str) or apns_env not in APNS_ENVS
+    ):
         raise _bad("apns_env", "apns_env must be production or sandbox")
     hello = Hello(
         device_id=device_id,

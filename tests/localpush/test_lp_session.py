@@ -7,6 +7,8 @@ from typing import Any
 
 import jwt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lp_helpers import (
     DEVICE,
     SECRET,
@@ -164,7 +166,7 @@ def test_bad_hello(members: dict[str, Any], field: str) -> None:
     obj = hello()
     for name, value in members.items():
         if value is None:
-            del obj[name]
+            obj.pop(name, None)
         else:
             obj[name] = value
     events = s.receive_data(wire(obj), T0)
@@ -675,3 +677,61 @@ def test_core_imports_no_twisted() -> None:
         "sys.exit(1 if any(m.startswith('twisted') for m in sys.modules) else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
+    max_leaves=6,
+)
+_TEMPLATES: dict[str, dict[str, Any]] = {
+    "hello": hello(),
+    "ack": {"type": "ack", "id": "id-2"},
+    "ping": {"type": "ping", "id": "p"},
+    "pong": {"type": "pong", "id": "p"},
+    "call_event": {"type": "call_event", "call_id": "c1", "event": "ringing"},
+    "bye": {"type": "bye"},
+    "call": {"type": "call", "id": "x"},
+    "zzz": {"type": "zzz"},
+}
+
+
+@st.composite
+def _client_frames(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid client frame with 0-2 members replaced by arbitrary JSON."""
+    obj = dict(_TEMPLATES[draw(st.sampled_from(sorted(_TEMPLATES)))])
+    names = [n for n in obj if n != "type"]
+    for name in draw(st.lists(st.sampled_from(names), max_size=2)) if names else []:
+        if draw(st.booleans()):
+            obj[name] = draw(_json)
+        else:
+            obj.pop(name, None)
+    return obj
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.booleans(), st.lists(_client_frames(), max_size=8))
+def test_random_frames_never_crash(
+    after_hello: bool, objs: list[dict[str, Any]]
+) -> None:
+    """Any well-formed frames with any member values, before or after hello,
+    yield events and error frames, never an exception."""
+    s = open_session() if after_hello else new_session()
+    for i, obj in enumerate(objs):
+        s.receive_data(wire(obj), T0 + i)
+        s.tick(T0 + i)
+        for frame in frames_of(s.data_to_send()):
+            assert frame["type"] in {"welcome", "pong", "error"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=8))
+def test_random_bytes_never_crash(chunks: list[bytes]) -> None:
+    """Random bytes into a fresh or open session never raise."""
+    for s in (new_session(), open_session()):
+        for chunk in chunks:
+            s.receive_data(chunk, T0)
+        s.data_to_send()
