@@ -41,7 +41,12 @@ from gateway.apns._outcome import (
     classify,
     parse_retry_after,
 )
-from gateway.apns._payload import ApnsNotification, request_headers, token_hint
+from gateway.apns._payload import (
+    ApnsNotification,
+    expiration_at,
+    request_headers,
+    token_hint,
+)
 from gateway.apns._settings import ApnsSettings
 
 __all__ = ["ApnsClient", "ApnsStats", "TokenRejectedCallback"]
@@ -372,8 +377,12 @@ class ApnsClient:
             )
 
     async def _deliver(self, job: _Job) -> Outcome:
-        notification = job.notification
         settings = self._settings
+        notification = job.notification
+        if notification.expiration is None:
+            # Fixed once per push, so every retry carries the same value.
+            expiration = expiration_at(self._reactor.seconds(), settings.expiration_s)
+            notification = attrs.evolve(notification, expiration=expiration)
         attempt = 0
         refreshed = False
         outcome: Outcome = Retryable("DeadlineExceeded")
@@ -384,7 +393,10 @@ class ApnsClient:
             attempt += 1
             authorization = self._auth.authorization()
             outcome = await self._attempt(
-                job, authorization, min(settings.request_timeout_s, remaining)
+                job,
+                notification,
+                authorization,
+                min(settings.request_timeout_s, remaining),
             )
             if (
                 isinstance(outcome, Failed)
@@ -426,9 +438,12 @@ class ApnsClient:
         return f"https://{host}:{port}/3/device/{notification.device_token}"
 
     async def _attempt(
-        self, job: _Job, authorization: str | None, time_limit: float
+        self,
+        job: _Job,
+        notification: ApnsNotification,
+        authorization: str | None,
+        time_limit: float,
     ) -> Outcome:
-        notification = job.notification
         self.stats.requests += 1
         timer = _AttemptTimer(self._reactor, time_limit)
         try:

@@ -107,7 +107,11 @@ def _payload_repr(payload: bytes) -> str:
 
 @attrs.frozen
 class ApnsNotification:
-    """One push to one device token; ``deadline`` is absolute reactor time."""
+    """One push to one device token; ``deadline`` is absolute reactor time.
+
+    ``expiration`` is the ``apns-expiration`` epoch second (0: now or never);
+    None lets the client apply ``ApnsSettings.expiration_s`` when it sends.
+    """
 
     device_token: str = attrs.field(
         converter=_normalize_token, validator=_check_token, repr=token_hint
@@ -118,7 +122,9 @@ class ApnsNotification:
     payload: bytes = attrs.field(repr=_payload_repr)
     deadline: float
     apns_id: str = attrs.field(factory=new_apns_id)
-    expiration: int = attrs.field(default=0, converter=int)
+    expiration: int | None = attrs.field(
+        default=None, converter=attrs.converters.optional(int)
+    )
     priority: int = attrs.field(default=10, converter=int)
 
 
@@ -129,7 +135,7 @@ def voip_notification(
     bundle_id: str,
     payload: bytes,
     deadline: float,
-    expiration: int = 0,
+    expiration: int | None = None,
 ) -> ApnsNotification:
     """A VoIP push: push type voip, topic ``<bundle>.voip``, a fresh apns-id."""
     return ApnsNotification(
@@ -150,7 +156,7 @@ def alert_notification(
     bundle_id: str,
     payload: bytes,
     deadline: float,
-    expiration: int = 0,
+    expiration: int | None = None,
 ) -> ApnsNotification:
     """An alert push (missed call, message): push type alert, topic ``<bundle>``."""
     return ApnsNotification(
@@ -172,7 +178,7 @@ def request_headers(
         b"apns-push-type": [notification.push_type.value.encode("ascii")],
         b"apns-topic": [notification.topic.encode("ascii")],
         b"apns-priority": [str(notification.priority).encode("ascii")],
-        b"apns-expiration": [str(notification.expiration).encode("ascii")],
+        b"apns-expiration": [str(notification.expiration or 0).encode("ascii")],
         b"apns-id": [notification.apns_id.encode("ascii")],
     }
     if authorization is not None:

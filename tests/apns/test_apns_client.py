@@ -601,3 +601,22 @@ def test_timeout_with_agent_specific_error_is_a_timeout() -> None:
     h.clock.advance(1)
     assert success_of(d) == Retryable("Timeout")
     assert h.client.stats.timeouts == 1
+
+
+def test_configured_expiration_applies_once_per_push() -> None:
+    """expiration None takes settings.expiration_s from the first send; retries keep it."""
+    h = Harness(expiration_s=5)
+    h.agent.script(Reply(503, _body("ServiceUnavailable")), Reply(200))
+    d = h.push()
+    h.clock.advance(0.5)
+    assert isinstance(success_of(d), Delivered)
+    expected = [str(int(START) + 5).encode()]
+    assert [r.header(b"apns-expiration") for r in h.agent.requests] == [expected] * 2
+
+
+def test_explicit_expiration_wins_over_settings() -> None:
+    """A notification's own expiration (0 included) is sent as is."""
+    h = Harness(expiration_s=5)
+    h.agent.script(Reply(200))
+    success_of(h.push(expiration=0))
+    assert h.agent.requests[0].header(b"apns-expiration") == [b"0"]

@@ -331,7 +331,7 @@ def test_notification_factories_pick_type_and_topic() -> None:
     assert (v.push_type, v.topic, v.expiration) == (
         PushType.VOIP,
         "com.example.phone.voip",
-        0,
+        None,
     )
     assert (a.push_type, a.topic, a.expiration) == (
         PushType.ALERT,
