@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import jwt
 import pytest
@@ -529,10 +529,6 @@ def test_logs_never_carry_the_full_device_token(log_events: list[LogEvent]) -> N
     assert log_events
     for event in log_events:
         assert all(TOKEN not in repr(v) for v in event.values())
-
-
-def _flatten(events: Sequence[LogEvent]) -> str:
-    return " ".join(repr(e) for e in events)
 
 
 @pytest.mark.parametrize(
