@@ -160,7 +160,13 @@ class LocalPushProtocol(Protocol):
         """Feed the core; act on its events; write what it queued."""
         if self._core is None or self._closing:
             return
-        self._after(self._core.receive_data(data, self._clock.seconds()))
+        try:
+            events = self._core.receive_data(data, self._clock.seconds())
+        except Exception:  # noqa: BLE001 - logged; only this session is ended
+            # A bug in the core must not take more than this session with it.
+            self.log.failure("Local push session from {peer} failed", peer=self._peer)
+            events = self._core.send_error("internal", "internal error")
+        self._after(events)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """End the session (if the core had not) and tell the hub."""

@@ -529,3 +529,26 @@ def test_shutdown_with_few_sessions(n: int) -> None:
     w.hub.shutdown(3)
     delays = [out(tr)[0]["reconnect_after_ms"] for _, tr in conns]
     assert delays == [3000 * i // n for i in range(n)]
+
+
+def test_core_bug_becomes_internal_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception inside the core ends only that session, with error internal."""
+    from twisted.logger import capturedLogs
+
+    from gateway.localpush.session import DeviceSession
+
+    w = World()
+    proto, tr = w.device()
+    _, other_tr = w.device("other-device")
+
+    def explode(self: DeviceSession, data: bytes, now: float) -> list[Any]:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(DeviceSession, "receive_data", explode)
+    with capturedLogs() as events:
+        proto.dataReceived(wire({"type": "ping"}))
+    assert any(e.get("log_failure") is not None for e in events)
+    assert [f["code"] for f in out(tr)] == ["internal"]
+    assert tr.disconnecting
+    assert not w.hub.is_online(DEVICE)
+    assert w.hub.is_online("other-device") and not other_tr.disconnecting

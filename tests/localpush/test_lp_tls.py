@@ -54,6 +54,19 @@ def test_reload_failure_keeps_old(tls_pair: tuple[Path, Path], tmp_path: Path) -
     assert tls.getContext() is before
 
 
+def _listen(tls_pair: tuple[Path, Path], **settings: Any) -> tuple[Any, Hub]:
+    from twisted.internet import reactor
+
+    hub = Hub(reactor, InMemoryDeviceDirectory())
+    factory = LocalPushFactory(
+        settings=SessionSettings(**settings), secret=SECRET, hub=hub, clock=reactor
+    )
+    port = reactor.listenTCP(
+        0, tls_factory(factory, ServerTLS(*tls_pair)), interface="127.0.0.1"
+    )
+    return port, hub
+
+
 class Device(protocol.Protocol):
     """A minimal LPP/1 client: queues frames, lets the test wait for them."""
 
@@ -93,14 +106,8 @@ def test_end_to_end_over_tls(tls_pair: tuple[Path, Path]) -> Any:
     """hello/welcome, a call acked, ping/pong and bye over a real TLS socket."""
     from twisted.internet import reactor
 
-    cert, key = tls_pair
-    hub = Hub(reactor, InMemoryDeviceDirectory())
-    factory = LocalPushFactory(
-        settings=SessionSettings(), secret=SECRET, hub=hub, clock=reactor
-    )
-    port = reactor.listenTCP(
-        0, tls_factory(factory, ServerTLS(cert, key)), interface="127.0.0.1"
-    )
+    cert = tls_pair[0]
+    port, hub = _listen(tls_pair)
     try:
         options = optionsForClientTLS(
             "localhost", trustRoot=Certificate.loadPEM(cert.read_bytes())
@@ -146,14 +153,7 @@ def test_tls_1_1_refused(tls_pair: tuple[Path, Path]) -> Any:
     from twisted.internet import reactor
     from twisted.internet.ssl import CertificateOptions, TLSVersion
 
-    cert, key = tls_pair
-    hub = Hub(reactor, InMemoryDeviceDirectory())
-    factory = LocalPushFactory(
-        settings=SessionSettings(), secret=SECRET, hub=hub, clock=reactor
-    )
-    port = reactor.listenTCP(
-        0, tls_factory(factory, ServerTLS(cert, key)), interface="127.0.0.1"
-    )
+    port, hub = _listen(tls_pair)
     try:
         options = CertificateOptions(
             insecurelyLowerMinimumTo=TLSVersion.TLSv1_0,
@@ -168,5 +168,46 @@ def test_tls_1_1_refused(tls_pair: tuple[Path, Path]) -> Any:
         yield device.lost.addTimeout(5, reactor)
         assert device.frames == []
         assert hub.online_count == 0
+    finally:
+        yield port.stopListening()
+
+
+@pytest.mark.integration
+@pytest_twisted.inlineCallbacks
+def test_stalled_tls_handshake_closed(tls_pair: tuple[Path, Path]) -> Any:
+    """A TCP client that never starts TLS is closed at the handshake timeout,
+    with no bytes sent to it."""
+    from twisted.internet import reactor
+
+    port, _ = _listen(tls_pair, handshake_timeout_s=0.2)
+    try:
+        endpoint = endpoints.TCP4ClientEndpoint(
+            reactor, "127.0.0.1", port.getHost().port
+        )
+        device = yield endpoints.connectProtocol(endpoint, Device())
+        yield device.lost.addTimeout(5, reactor)
+        assert device.decoder.buffered == 0 and device.frames == []
+    finally:
+        yield port.stopListening()
+
+
+@pytest.mark.integration
+@pytest_twisted.inlineCallbacks
+def test_tls_up_without_hello_gets_error(tls_pair: tuple[Path, Path]) -> Any:
+    """TLS completed but no hello: error handshake_timeout, then close."""
+    from twisted.internet import reactor
+
+    port, _ = _listen(tls_pair, handshake_timeout_s=0.3)
+    try:
+        options = optionsForClientTLS(
+            "localhost", trustRoot=Certificate.loadPEM(tls_pair[0].read_bytes())
+        )
+        endpoint = endpoints.SSL4ClientEndpoint(
+            reactor, "127.0.0.1", port.getHost().port, options
+        )
+        device = yield endpoints.connectProtocol(endpoint, Device())
+        frame = yield device.next_frame()
+        assert (frame["type"], frame["code"]) == ("error", "handshake_timeout")
+        yield device.lost.addTimeout(5, reactor)
     finally:
         yield port.stopListening()
