@@ -212,6 +212,7 @@ class CallsConfig:
     """Ringing, resume replay and VoIP push rate limits (calls.md)."""
 
     ring_timeout_s: float = _setting(30.0, check=_between(1, 300))
+    decline_policy: str = _setting("all", check=_one_of("all", "any"))
     resume_window_s: float = _setting(60.0, check=_between(0, 3600))
     custom_headers_max_bytes: int = _setting(1024, check=_between(0, 4096))
     callee_push_limit: int = _setting(10, check=_between(1, 10_000))
