@@ -73,9 +73,11 @@ def new_apns_id() -> str:
 
 
 def topic_for(bundle_id: str, push_type: PushType) -> str:
-    """``<bundle>.voip`` for VoIP pushes, ``<bundle>`` for alerts."""
-    if bundle_id.endswith(".voip"):
-        bundle_id = bundle_id[: -len(".voip")]
+    """``<bundle>.voip`` for VoIP pushes, ``<bundle>`` for alerts.
+
+    The bundle id is taken as given: an app may really be called
+    ``com.acme.voip``, whose VoIP topic is then ``com.acme.voip.voip``.
+    """
     return bundle_id + ".voip" if push_type is PushType.VOIP else bundle_id
 
 

@@ -1,0 +1,503 @@
+"""The dispatcher: runs ``Call`` machines against the real delivery paths.
+
+It turns a request (from SIP or the control API) into targets from the
+registry and the hub, executes the machine's actions (frames through the
+hub, pushes through the APNs client, 180/final through the caller's
+listener), feeds results back in, and keeps ended calls for the resume
+window so that woken apps learn how they ended. One code path serves SIP and
+the API alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from gateway.apns import (
+    ApnsNotification,
+    Delivered,
+    Environment,
+    Outcome,
+    TokenRejected,
+    alert_notification,
+    missed_call_payload,
+    voip_notification,
+    voip_payload,
+)
+from gateway.calls.machine import (
+    Action,
+    Call,
+    CallInfo,
+    CancelDelivered,
+    Cancelled,
+    DeviceReport,
+    Event,
+    Final,
+    LocalAcked,
+    LocalFailed,
+    PushResult,
+    Resumed,
+    Ringing,
+    RingTimeout,
+    SendCall,
+    SendCancel,
+    SendVoipPush,
+    Target,
+)
+from gateway.calls.ratelimit import SlidingWindowLimiter
+from gateway.localpush.frames import CallCancelFrame, CallFrame, FrameSpec, Party
+from gateway.localpush.hub import DeliveryResult, SessionInfo
+from gateway.store import Device, DeviceStore
+
+__all__ = [
+    "ActiveCall",
+    "CallListener",
+    "CallRequest",
+    "Dispatcher",
+    "DispatcherSettings",
+    "LocalPushPath",
+    "PushPath",
+]
+
+
+class LocalPushPath(Protocol):
+    """What the dispatcher needs of the local-push hub."""
+
+    def is_online(self, device_id: str) -> bool: ...
+
+    def deliver(
+        self, device_id: str, spec: FrameSpec, ack_timeout: float | None = None
+    ) -> Deferred[DeliveryResult]: ...
+
+
+class PushPath(Protocol):
+    """What the dispatcher needs of the APNs client."""
+
+    def push(self, notification: ApnsNotification) -> Deferred[Outcome]: ...
+
+
+class CallListener(Protocol):
+    """Who hears of a call's progress: the SIP transaction or the API."""
+
+    def call_ringing(self, call: ActiveCall) -> None: ...
+
+    def call_ended(self, call: ActiveCall) -> None: ...
+
+
+@attrs.frozen
+class DispatcherSettings:
+    """The [calls] section plus the few other settings calls depend on."""
+
+    ring_timeout_s: float = 30.0
+    ack_timeout_s: float = 3.0
+    resume_window_s: float = 60.0
+    decline_policy: str = "all"
+    callee_push_limit: int = 10
+    callee_push_window_s: float = 60.0
+    caller_push_limit: int = 30
+    caller_push_window_s: float = 60.0
+    bundle_id: str = ""
+
+
+@attrs.frozen
+class CallRequest:
+    """A call to ring: an AOR's devices, or explicit device ids (control API)."""
+
+    aor: str
+    caller_handle: str
+    caller_display_name: str | None = None
+    video: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
+    call_id: str | None = None
+    ring_timeout_s: float | None = None  # e.g. the INVITE's Expires, a cap
+    device_ids: tuple[str, ...] | None = None
+
+
+class ActiveCall:
+    """A call in progress or recently ended, as SIP and the API see it."""
+
+    def __init__(
+        self,
+        request: CallRequest,
+        machine: Call,
+        devices: dict[str, Device | None],
+        listener: CallListener,
+        deadline: float,
+    ) -> None:
+        self.request = request
+        self.machine = machine
+        self.devices = devices
+        self.listener = listener
+        self.deadline = deadline
+        self.pushed = False  # counted against the push rate limits once
+        self.timer: IDelayedCall | None = None
+        self.reaper: IDelayedCall | None = None
+
+    @property
+    def call_id(self) -> str:
+        return self.machine.info.call_id
+
+    @property
+    def push_status(self) -> str:
+        return self.machine.push_status()
+
+    @property
+    def final(self) -> Final | None:
+        return self.machine.final
+
+    def device_states(self) -> dict[str, dict[str, Any]]:
+        """Per device: path taken, acked, ringing, declined, how it ended."""
+        return {
+            device_id: {
+                "path": leg.push_status().split(";", 1)[0],
+                "status": leg.push_status(),
+                "acked": leg.local == "acked",
+                "ringing": leg.ringing,
+                "declined": leg.declined,
+                "ended": leg.cancel_reason,
+            }
+            for device_id, leg in self.machine.legs.items()
+        }
+
+
+def _apns_target_id(token: str) -> str:
+    """A stable id for a REGISTER-bound APNs token that does not reveal it."""
+    return "apns:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+class Dispatcher:
+    """Rings devices for calls; is the hub's session listener."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        registry: DeviceStore,
+        hub: LocalPushPath,
+        apns: PushPath | None,
+        settings: DispatcherSettings,
+        *,
+        new_call_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self._clock = clock
+        self._registry = registry
+        self._hub = hub
+        self._apns = apns
+        self.settings = settings
+        self._new_call_id = new_call_id
+        self._calls: dict[str, ActiveCall] = {}
+        self._by_device: dict[str, set[str]] = {}
+        self._callee_limit = SlidingWindowLimiter(
+            settings.callee_push_limit, settings.callee_push_window_s
+        )
+        self._caller_limit = SlidingWindowLimiter(
+            settings.caller_push_limit, settings.caller_push_window_s
+        )
+        self.outcomes: dict[str, int] = {}  # for metrics
+
+    # -- queries ----------------------------------------------------------------
+
+    def get(self, call_id: str) -> ActiveCall | None:
+        """A call in progress, or ended within the resume window."""
+        return self._calls.get(call_id)
+
+    @property
+    def active_count(self) -> int:
+        return sum(1 for c in self._calls.values() if not c.machine.ended)
+
+    def targets_for(self, request: CallRequest) -> dict[str, Device | None]:
+        """Devices to ring: by AOR (claims, API, lpc bindings) or explicit ids."""
+        now = self._clock.seconds()
+        found: dict[str, Device | None] = {}
+        if request.device_ids is not None:
+            for device_id in request.device_ids:
+                found[device_id] = self._registry.get_device(device_id)
+            return found
+        for device in self._registry.devices_for_aor(request.aor):
+            found[device.device_id] = device
+        for binding in self._registry.bindings_for_aor(request.aor, now):
+            if binding.provider == "lpc":
+                found.setdefault(binding.prid, self._registry.get_device(binding.prid))
+            elif binding.provider == "apns":
+                device = Device(
+                    device_id=_apns_target_id(binding.prid),
+                    aors=(request.aor,),
+                    voip_token=binding.prid,
+                    topic=_topic_from_pn_param(binding.param),
+                )
+                found.setdefault(device.device_id, device)
+        return found
+
+    # -- commands ---------------------------------------------------------------
+
+    def start(self, request: CallRequest, listener: CallListener) -> ActiveCall | None:
+        """Ring the request's devices; None if it has none (SIP: 404)."""
+        devices = self.targets_for(request)
+        if not devices:
+            return None
+        call_id = request.call_id or self._new_call_id()
+        if call_id in self._calls:
+            raise ValueError(f"call_id {call_id} is in use")
+        now = self._clock.seconds()
+        ring = self.settings.ring_timeout_s
+        if request.ring_timeout_s is not None:
+            ring = max(0.0, min(ring, request.ring_timeout_s))
+        info = CallInfo(
+            call_id=call_id,
+            to=request.aor,
+            caller_handle=request.caller_handle,
+            caller_display_name=request.caller_display_name,
+            video=request.video,
+            headers=request.headers,
+        )
+        targets = [
+            Target(
+                device_id=device_id,
+                online=self._hub.is_online(device_id),
+                voip_token=device.voip_token if device and self._apns else None,
+                alert_token=device.alert_token if device and self._apns else None,
+            )
+            for device_id, device in devices.items()
+        ]
+        machine = Call(
+            info,
+            targets,
+            now=now,
+            decline_policy=self.settings.decline_policy,
+            resume_window=self.settings.resume_window_s,
+        )
+        call = ActiveCall(request, machine, devices, listener, deadline=now + ring)
+        self._calls[call_id] = call
+        for device_id in devices:
+            self._by_device.setdefault(device_id, set()).add(call_id)
+        call.timer = self._clock.callLater(ring, self._feed, call, RingTimeout())
+        self.log.info(
+            "Call {call_id} to {aor}: {count} device(s)",
+            call_id=call_id,
+            aor=request.aor,
+            count=len(devices),
+        )
+        self._run(call, machine.start())
+        return call
+
+    def cancel(self, call_id: str, reason: str) -> bool:
+        """The caller's side ended the call; False if unknown or already over."""
+        call = self._calls.get(call_id)
+        if call is None or call.machine.ended:
+            return False
+        self._feed(call, Cancelled(reason))
+        return True
+
+    # -- SessionListener --------------------------------------------------------
+
+    def on_session_up(self, device_id: str, info: SessionInfo) -> None:
+        for call_id in sorted(self._by_device.get(device_id, ())):
+            call = self._calls.get(call_id)
+            if call is not None:
+                self._feed(call, Resumed(device_id))
+
+    def on_session_down(self, device_id: str, reason: str) -> None:
+        """Nothing to do: pending frames fire not-delivered through the hub."""
+
+    def on_call_event(self, device_id: str, call_id: str, event: str) -> None:
+        call = self._calls.get(call_id)
+        if call is None or device_id not in call.machine.legs:
+            return  # unknown or ended call: ignored (localpush.md)
+        self._feed(call, DeviceReport(device_id, event))
+
+    # -- the loop ---------------------------------------------------------------
+
+    def _feed(self, call: ActiveCall, event: Event) -> None:
+        self._run(call, call.machine.handle(event, self._clock.seconds()))
+
+    def _run(self, call: ActiveCall, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, SendCall):
+                self._send_call(call, action.device_id)
+            elif isinstance(action, SendVoipPush):
+                self._send_push(call, action)
+            elif isinstance(action, SendCancel):
+                self._send_cancel(call, action)
+            elif isinstance(action, Ringing):
+                self._notify(call.listener.call_ringing, call)
+            elif isinstance(action, Final):
+                self._finished(call)
+
+    def _send_call(self, call: ActiveCall, device_id: str) -> None:
+        info = call.machine.info
+        frame = CallFrame(
+            call_id=info.call_id,
+            caller=Party(
+                handle=info.caller_handle, display_name=info.caller_display_name
+            ),
+            video=info.video,
+            to=info.to,
+            expires_at=call.deadline,
+            headers=info.headers,
+        )
+        d = self._hub.deliver(device_id, frame, self.settings.ack_timeout_s)
+
+        def done(result: DeliveryResult) -> None:
+            if result.delivered:
+                self._feed(call, LocalAcked(device_id))
+            else:
+                self._feed(call, LocalFailed(device_id, result.reason or "failed"))
+
+        d.addCallback(done).addErrback(self._log_failure, "call frame")
+
+    def _send_push(self, call: ActiveCall, action: SendVoipPush) -> None:
+        device_id = action.device_id
+        now = self._clock.seconds()
+        if not call.pushed:
+            callee, caller = call.request.aor, call.request.caller_handle
+            if not (
+                self._callee_limit.allowed(callee, now)
+                and self._caller_limit.allowed(caller, now)
+            ):
+                self._feed(call, PushResult(device_id, "rate_limited"))
+                return
+            self._callee_limit.hit(callee, now)
+            self._caller_limit.hit(caller, now)
+            call.pushed = True
+        assert self._apns is not None  # targets carry tokens only with APNs
+        info = call.machine.info
+        device = call.devices.get(device_id)
+        notification = voip_notification(
+            device_token=action.voip_token,
+            environment=_environment(device),
+            bundle_id=self._bundle(device),
+            payload=voip_payload(
+                call_uuid=info.call_id,
+                handle=info.caller_handle,
+                display_name=info.caller_display_name,
+                video=info.video,
+                to=info.to,
+                headers=dict(info.headers),
+            ),
+            deadline=call.deadline,
+        )
+
+        def done(outcome: Outcome) -> None:
+            if isinstance(outcome, Delivered):
+                result = PushResult(device_id, "accepted")
+            elif isinstance(outcome, TokenRejected):
+                result = PushResult(device_id, "rejected", outcome.reason)
+            else:
+                result = PushResult(device_id, "failed", _reason(outcome))
+            self._feed(call, result)
+
+        d = self._apns.push(notification)
+        d.addCallback(done).addErrback(self._push_error, call, device_id)
+
+    def _push_error(self, failure: Any, call: ActiveCall, device_id: str) -> None:
+        self.log.failure("VoIP push failed unexpectedly", failure)
+        self._feed(call, PushResult(device_id, "failed", "InternalError"))
+
+    def _send_cancel(self, call: ActiveCall, action: SendCancel) -> None:
+        device_id = action.device_id
+        if self._hub.is_online(device_id):
+            frame = CallCancelFrame(call_id=call.call_id, reason=action.reason)
+            d = self._hub.deliver(device_id, frame, self.settings.ack_timeout_s)
+
+            def done(result: DeliveryResult) -> None:
+                if result.delivered:
+                    self._feed(call, CancelDelivered(device_id))
+                elif action.missed:
+                    self._missed_alert(call, device_id, action.alert_token)
+
+            d.addCallback(done).addErrback(self._log_failure, "call_cancel frame")
+        elif action.missed:
+            self._missed_alert(call, device_id, action.alert_token)
+
+    def _missed_alert(
+        self, call: ActiveCall, device_id: str, alert_token: str | None
+    ) -> None:
+        if alert_token is None or self._apns is None:
+            return
+        device = call.devices.get(device_id)
+        info = call.machine.info
+        notification = alert_notification(
+            device_token=alert_token,
+            environment=_environment(device),
+            bundle_id=self._bundle(device),
+            payload=missed_call_payload(
+                call_uuid=info.call_id, display_name=info.caller_display_name
+            ),
+            deadline=self._clock.seconds() + 3600,
+        )
+        d = self._apns.push(notification)
+        d.addErrback(self._log_failure, "missed-call alert")
+
+    def _finished(self, call: ActiveCall) -> None:
+        if call.timer is not None and call.timer.active():
+            call.timer.cancel()
+        call.timer = None
+        outcome = call.machine.outcome or "unknown"
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        self.log.info(
+            "Call {call_id} ended: {outcome} ({status})",
+            call_id=call.call_id,
+            outcome=outcome,
+            status=call.push_status,
+        )
+        self._notify(call.listener.call_ended, call)
+        call.reaper = self._clock.callLater(
+            self.settings.resume_window_s, self._forget, call
+        )
+
+    def _forget(self, call: ActiveCall) -> None:
+        self._calls.pop(call.call_id, None)
+        for device_id in call.devices:
+            ids = self._by_device.get(device_id)
+            if ids is not None:
+                ids.discard(call.call_id)
+                if not ids:
+                    del self._by_device[device_id]
+
+    def stop(self) -> None:
+        """Drop every timer (service stop); calls still ringing just end."""
+        for call in list(self._calls.values()):
+            for timer in (call.timer, call.reaper):
+                if timer is not None and timer.active():
+                    timer.cancel()
+        self._calls.clear()
+        self._by_device.clear()
+
+    def _bundle(self, device: Device | None) -> str:
+        if device is not None and device.topic:
+            return device.topic  # the app's bundle id (localpush.md hello)
+        return self.settings.bundle_id
+
+    def _notify(self, fn: Callable[[ActiveCall], None], call: ActiveCall) -> None:
+        try:
+            fn(call)
+        except Exception:  # noqa: BLE001 - one listener's bug must not stop the call
+            self.log.failure("Call listener failed for {call_id}", call_id=call.call_id)
+
+    def _log_failure(self, failure: Any, what: str) -> None:
+        self.log.failure("Unexpected error delivering {what}", failure, what=what)
+
+
+def _environment(device: Device | None) -> Environment:
+    if device is not None and device.apns_env == "sandbox":
+        return Environment.SANDBOX
+    return Environment.PRODUCTION
+
+
+def _reason(outcome: Outcome) -> str:
+    reason = getattr(outcome, "reason", None)
+    return str(reason) if reason else type(outcome).__name__
+
+
+def _topic_from_pn_param(param: str) -> str | None:
+    """RFC 8599 APNs pn-param ``<team id>.<topic>`` -> the bundle id."""
+    _, sep, topic = param.partition(".")
+    return topic.removesuffix(".voip") or None if sep else None
