@@ -236,12 +236,13 @@ def test_message_absurd_name_and_sender_still_fit() -> None:
     [
         ("com.example.phone", PushType.VOIP, "com.example.phone.voip"),
         ("com.example.phone", PushType.ALERT, "com.example.phone"),
-        ("com.example.phone.voip", PushType.VOIP, "com.example.phone.voip"),
-        ("com.example.phone.voip", PushType.ALERT, "com.example.phone"),
+        # A bundle id that really ends in .voip is kept as it is.
+        ("com.example.phone.voip", PushType.VOIP, "com.example.phone.voip.voip"),
+        ("com.example.phone.voip", PushType.ALERT, "com.example.phone.voip"),
     ],
 )
 def test_topic_for(bundle: str, push_type: PushType, topic: str) -> None:
-    """VoIP topics end in .voip, alert topics are the bare bundle id."""
+    """VoIP topics are <bundle>.voip, alert topics the bundle id as given."""
     assert topic_for(bundle, push_type) == topic
 
 

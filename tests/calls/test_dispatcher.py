@@ -73,8 +73,17 @@ class Listener:
         self.events.append(("ended", call.push_status, call.final))
 
 
+@attrs.frozen
+class Env:
+    clock: Clock
+    registry: Registry
+    hub: FakeHub
+    apns: FakeApns
+    dispatcher: Dispatcher
+
+
 @pytest.fixture
-def env() -> tuple[Clock, Registry, FakeHub, FakeApns, Dispatcher]:
+def env() -> Env:
     clock = Clock()
     registry = Registry(MemoryPersister(), clock)
     registry.load()
@@ -88,7 +97,7 @@ def env() -> tuple[Clock, Registry, FakeHub, FakeApns, Dispatcher]:
     dispatcher = Dispatcher(
         clock, registry, hub, apns, settings, new_call_id=lambda: next(ids)
     )
-    return clock, registry, hub, apns, dispatcher
+    return Env(clock, registry, hub, apns, dispatcher)
 
 
 REQ = CallRequest(
@@ -99,99 +108,93 @@ REQ = CallRequest(
 )
 
 
-def test_online_acked_offline_pushed_180_once(env) -> None:  # type: ignore[no-untyped-def]
+def test_online_acked_offline_pushed_180_once(env: Env) -> None:
     """Local push first where a session is open, APNs where not; one 180."""
-    clock, _, hub, apns, dispatcher = env
-    hub.online.add("phone")
+    env.hub.online.add("phone")
     listener = Listener()
-    call = dispatcher.start(REQ, listener)
+    call = env.dispatcher.start(REQ, listener)
     assert call is not None
-    [(device_id, frame, _)] = hub.sent
+    [(device_id, frame, _)] = env.hub.sent
     assert device_id == "phone"
     assert isinstance(frame, CallFrame)
     assert frame.call_id == call.call_id
     assert frame.headers == (("X-Customer-Id", "42"),)
     assert frame.expires_at == 30.0
-    [(push, _)] = apns.pushes
+    [(push, _)] = env.apns.pushes
     assert push.device_token == "cc" * 32
     assert push.topic == "com.example.voip.voip"
     assert push.environment.value == "sandbox"
     payload = json.loads(push.payload)
     assert payload["callUUID"] == call.call_id
     assert payload["headers"] == {"X-Customer-Id": "42"}
-    hub.ack(0)
-    apns.answer(0, Delivered("apns-1"))
+    env.hub.ack(0)
+    env.apns.answer(0, Delivered("apns-1"))
     assert listener.events == [("ringing", "local;acked,apns;pending", None)]
     assert call.push_status == "local;acked,apns;accepted"
 
 
-def test_ack_timeout_falls_back_to_push(env) -> None:  # type: ignore[no-untyped-def]
+def test_ack_timeout_falls_back_to_push(env: Env) -> None:
     """A call frame not acked in time goes out as a VoIP push instead."""
-    _, _, hub, apns, dispatcher = env
-    hub.online.add("phone")
-    dispatcher.start(attrs.evolve(REQ, device_ids=("phone",)), Listener())
-    assert apns.pushes == []
-    hub.ack(0, delivered=False, reason=ACK_TIMEOUT)
-    assert [p.device_token for p, _ in apns.pushes] == ["aa" * 32]
+    env.hub.online.add("phone")
+    env.dispatcher.start(attrs.evolve(REQ, device_ids=("phone",)), Listener())
+    assert env.apns.pushes == []
+    env.hub.ack(0, delivered=False, reason=ACK_TIMEOUT)
+    assert [p.device_token for p, _ in env.apns.pushes] == ["aa" * 32]
 
 
-def test_ring_timeout_cancels_and_sends_missed_alerts(env) -> None:  # type: ignore[no-untyped-def]
+def test_ring_timeout_cancels_and_sends_missed_alerts(env: Env) -> None:
     """Ring timeout: 480, call_cancel unanswered over the socket, alert where none."""
-    clock, _, hub, apns, dispatcher = env
-    hub.online.add("phone")
+    env.hub.online.add("phone")
     listener = Listener()
-    call = dispatcher.start(REQ, listener)
+    call = env.dispatcher.start(REQ, listener)
     assert call is not None
-    hub.ack(0)
-    apns.answer(0, Delivered("apns-1"))
-    clock.advance(30)
+    env.hub.ack(0)
+    env.apns.answer(0, Delivered("apns-1"))
+    env.clock.advance(30)
     assert listener.events[-1] == ("ended", "local;acked,apns;accepted", Final(480))
-    cancel = hub.sent[1][1]
+    cancel = env.hub.sent[1][1]
     assert cancel == CallCancelFrame(call_id=call.call_id, reason="unanswered")
-    [alert] = [p for p, _ in apns.pushes if p.push_type.value == "alert"]
+    [alert] = [p for p, _ in env.apns.pushes if p.push_type.value == "alert"]
     assert alert.device_token == "dd" * 32
     assert alert.topic == "com.example.voip"
     assert json.loads(alert.payload)["aps"]["alert"]["loc-key"] == "MISSED_CALL"
 
 
-def test_cancel_answered_elsewhere_no_missed_alert(env) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_answered_elsewhere_no_missed_alert(env: Env) -> None:
     """CANCEL answered_elsewhere: 487 and no missed-call alert."""
-    _, _, hub, apns, dispatcher = env
     listener = Listener()
-    call = dispatcher.start(REQ, listener)
+    call = env.dispatcher.start(REQ, listener)
     assert call is not None
-    apns.answer(0, Delivered("a"))
-    apns.answer(1, Delivered("b"))
-    assert dispatcher.cancel(call.call_id, "answered_elsewhere") is True
-    assert dispatcher.cancel(call.call_id, "answered_elsewhere") is False
+    env.apns.answer(0, Delivered("a"))
+    env.apns.answer(1, Delivered("b"))
+    assert env.dispatcher.cancel(call.call_id, "answered_elsewhere") is True
+    assert env.dispatcher.cancel(call.call_id, "answered_elsewhere") is False
     assert listener.events[-1][2] == Final(487)
-    assert all(p.push_type.value == "voip" for p, _ in apns.pushes)
+    assert all(p.push_type.value == "voip" for p, _ in env.apns.pushes)
 
 
-def test_declined_from_device_is_603(env) -> None:  # type: ignore[no-untyped-def]
+def test_declined_from_device_is_603(env: Env) -> None:
     """call_event declined from every device: 603."""
-    _, _, hub, apns, dispatcher = env
-    hub.online.update({"phone", "ipad"})
+    env.hub.online.update({"phone", "ipad"})
     listener = Listener()
-    call = dispatcher.start(REQ, listener)
+    call = env.dispatcher.start(REQ, listener)
     assert call is not None
-    hub.ack(0)
-    hub.ack(1)
-    dispatcher.on_call_event("phone", call.call_id, "declined")
-    dispatcher.on_call_event("stranger", call.call_id, "declined")  # ignored
-    dispatcher.on_call_event("ipad", "no-such-call", "declined")  # ignored
+    env.hub.ack(0)
+    env.hub.ack(1)
+    env.dispatcher.on_call_event("phone", call.call_id, "declined")
+    env.dispatcher.on_call_event("stranger", call.call_id, "declined")  # ignored
+    env.dispatcher.on_call_event("ipad", "no-such-call", "declined")  # ignored
     assert listener.events[-1][0] == "ringing"
-    dispatcher.on_call_event("ipad", call.call_id, "declined")
+    env.dispatcher.on_call_event("ipad", call.call_id, "declined")
     assert listener.events[-1][2] == Final(603)
 
 
-def test_token_rejected_and_failures_make_480(env) -> None:  # type: ignore[no-untyped-def]
+def test_token_rejected_and_failures_make_480(env: Env) -> None:
     """Every push rejected or failed: 480 Push failed, statuses per device."""
-    _, _, _, apns, dispatcher = env
     listener = Listener()
-    dispatcher.start(REQ, listener)
-    apns.answer(0, TokenRejected("Unregistered"))
-    apns.answer(1, Failed(400, "BadTopic"))
+    env.dispatcher.start(REQ, listener)
+    env.apns.answer(0, TokenRejected("Unregistered"))
+    env.apns.answer(1, Failed(400, "BadTopic"))
     assert listener.events == [
         (
             "ended",
@@ -201,15 +204,14 @@ def test_token_rejected_and_failures_make_480(env) -> None:  # type: ignore[no-u
     ]
 
 
-def test_push_rate_limit_per_callee_is_486(env) -> None:  # type: ignore[no-untyped-def]
+def test_push_rate_limit_per_callee_is_486(env: Env) -> None:
     """Over the callee's push limit: 486 with the Reason, and no push sent."""
-    _, _, _, apns, dispatcher = env
     for _ in range(2):
-        dispatcher.start(REQ, Listener())
-    before = len(apns.pushes)
+        env.dispatcher.start(REQ, Listener())
+    before = len(env.apns.pushes)
     listener = Listener()
-    dispatcher.start(REQ, listener)
-    assert len(apns.pushes) == before
+    env.dispatcher.start(REQ, listener)
+    assert len(env.apns.pushes) == before
     assert listener.events == [
         (
             "ended",
@@ -219,54 +221,54 @@ def test_push_rate_limit_per_callee_is_486(env) -> None:  # type: ignore[no-unty
     ]
 
 
-def test_resume_replays_call_to_woken_app(env) -> None:  # type: ignore[no-untyped-def]
+def test_resume_replays_call_to_woken_app(env: Env) -> None:
     """The app woken by the push connects: the ringing call is replayed."""
-    _, _, hub, apns, dispatcher = env
-    call = dispatcher.start(attrs.evolve(REQ, device_ids=("ipad",)), Listener())
+    call = env.dispatcher.start(attrs.evolve(REQ, device_ids=("ipad",)), Listener())
     assert call is not None
-    apns.answer(0, Delivered("a"))
-    hub.online.add("ipad")
-    dispatcher.on_session_up("ipad", None)  # type: ignore[arg-type]
-    assert isinstance(hub.sent[-1][1], CallFrame)
-    assert len(apns.pushes) == 1  # never a second VoIP push
+    env.apns.answer(0, Delivered("a"))
+    env.hub.online.add("ipad")
+    env.dispatcher.on_session_up("ipad", None)  # type: ignore[arg-type]
+    assert isinstance(env.hub.sent[-1][1], CallFrame)
+    assert len(env.apns.pushes) == 1  # never a second VoIP push
 
 
-def test_bindings_from_register_are_targets(env) -> None:  # type: ignore[no-untyped-def]
-    """RFC 8599 bindings ring too: apns tokens and lpc devices."""
-    _, registry, hub, apns, dispatcher = env
+def test_bindings_from_register_are_targets(env: Env) -> None:
+    """RFC 8599 bindings ring too: env.apns tokens and lpc devices."""
     aor = "sip:carol@example.com"
-    registry.put_binding(Binding(aor, "apns", "ee" * 32, "TEAM.com.other.voip", 1e9))
-    registry.put_binding(Binding(aor, "lpc", "phone", "", 1e9))
-    hub.online.add("phone")
-    call = dispatcher.start(CallRequest(aor=aor, caller_handle="x"), Listener())
+    env.registry.put_binding(
+        Binding(aor, "apns", "ee" * 32, "TEAM.com.other.voip", 1e9)
+    )
+    env.registry.put_binding(Binding(aor, "lpc", "phone", "", 1e9))
+    env.hub.online.add("phone")
+    call = env.dispatcher.start(CallRequest(aor=aor, caller_handle="x"), Listener())
     assert call is not None
-    assert hub.sent[0][0] == "phone"
-    [(push, _)] = apns.pushes
+    assert env.hub.sent[0][0] == "phone"
+    [(push, _)] = env.apns.pushes
     assert push.topic == "com.other.voip"  # pn-param TEAM.<bundle>.voip
     assert "ee" * 32 not in "".join(call.devices)  # ids never reveal the token
 
 
-def test_unknown_aor_and_reaping(env) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_aor_and_reaping(env: Env) -> None:
     """No devices: None (SIP 404). Ended calls are forgotten after the window."""
-    clock, _, _, apns, dispatcher = env
     assert (
-        dispatcher.start(CallRequest(aor="sip:nobody@x", caller_handle="x"), Listener())
+        env.dispatcher.start(
+            CallRequest(aor="sip:nobody@x", caller_handle="x"), Listener()
+        )
         is None
     )
-    call = dispatcher.start(REQ, Listener())
+    call = env.dispatcher.start(REQ, Listener())
     assert call is not None
-    dispatcher.cancel(call.call_id, "remote_ended")
-    assert dispatcher.get(call.call_id) is call
-    clock.advance(60)
-    assert dispatcher.get(call.call_id) is None
-    assert dispatcher.active_count == 0
-    assert clock.getDelayedCalls() == []
+    env.dispatcher.cancel(call.call_id, "remote_ended")
+    assert env.dispatcher.get(call.call_id) is call
+    env.clock.advance(60)
+    assert env.dispatcher.get(call.call_id) is None
+    assert env.dispatcher.active_count == 0
+    assert env.clock.getDelayedCalls() == []
 
 
-def test_expires_caps_ring_timeout(env) -> None:  # type: ignore[no-untyped-def]
+def test_expires_caps_ring_timeout(env: Env) -> None:
     """An INVITE's Expires shortens the ring timeout, never lengthens it."""
-    clock, _, _, _, dispatcher = env
     listener = Listener()
-    dispatcher.start(attrs.evolve(REQ, ring_timeout_s=5), listener)
-    clock.advance(5)
+    env.dispatcher.start(attrs.evolve(REQ, ring_timeout_s=5), listener)
+    env.clock.advance(5)
     assert listener.events[-1][2] == Final(480)
