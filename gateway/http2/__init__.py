@@ -7,6 +7,7 @@ rule 16.
 from __future__ import annotations
 
 from gateway.http2._agent import H2Agent, H2AgentReactor
+from gateway.http2._body import BytesProducer
 from gateway.http2._errors import (
     AgentClosedError,
     ConnectFailedError,
@@ -25,6 +26,7 @@ from gateway.http2._response import H2Response
 
 __all__ = [
     "AgentClosedError",
+    "BytesProducer",
     "ConnectFailedError",
     "ConnectionLostError",
     "GoAwayError",

@@ -37,6 +37,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import Interface, implementer
 
+from gateway.http2._body import BytesProducer
 from gateway.http2._errors import (
     AgentClosedError,
     ConnectFailedError,
@@ -366,6 +367,9 @@ class H2Agent:
         )
         if bodyProducer is None:
             self._dispatch(exchange, host, port)
+        elif isinstance(bodyProducer, BytesProducer):
+            self._set_body(exchange, bodyProducer.body)
+            self._dispatch(exchange, host, port)
         else:
             self._produce(exchange, bodyProducer, host, port)
         return exchange.deferred
@@ -380,11 +384,7 @@ class H2Agent:
             exchange.producer = None
             if exchange.done:
                 return
-            exchange.body = b"".join(collector.chunks)
-            if exchange.body:
-                exchange.h2_headers.append(
-                    (b"content-length", str(len(exchange.body)).encode("ascii"))
-                )
+            self._set_body(exchange, b"".join(collector.chunks))
             self._dispatch(exchange, host, port)
 
         def failed(failure: Failure) -> None:
@@ -394,6 +394,13 @@ class H2Agent:
 
         d: Deferred[object] = producer.startProducing(collector)  # type: ignore[no-untyped-call]
         d.addCallbacks(produced, failed)
+
+    @staticmethod
+    def _set_body(exchange: Exchange, body: bytes) -> None:
+        exchange.body = body
+        if body:
+            length = str(len(body)).encode("ascii")
+            exchange.h2_headers.append((b"content-length", length))
 
     def _dispatch(self, exchange: Exchange, host: str, port: int) -> None:
         if self.closed:

@@ -31,6 +31,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from gateway.http2 import (
     AgentClosedError,
+    BytesProducer,
     ConnectFailedError,
     ConnectionLostError,
     GoAwayError,
@@ -563,6 +564,24 @@ def test_large_request_body_flow_control(
         resp = yield HTTPClient(agent).post(base_url(port) + "/big", data=payload)
         body = yield treq.json_content(resp)
         assert len(body["body"]) == len(payload)
+    finally:
+        yield agent.close()
+        yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_treq_with_bytes_producer(
+    tls_pair: tuple[Path, Path],
+) -> Generator[Deferred[Any], Any, None]:
+    """HTTPClient(agent, data_to_body_producer=BytesProducer) sends json= bodies without the cooperator."""
+    port = listen(CountingSite(Echo()), tls_pair)
+    agent = make_agent(tls_pair)
+    try:
+        client = HTTPClient(agent, data_to_body_producer=BytesProducer)
+        resp = yield client.post(base_url(port) + "/p", json={"callUUID": "u1"})
+        body = yield treq.json_content(resp)
+        assert json.loads(body["body"]) == {"callUUID": "u1"}
+        assert body["headers"]["content-type"] == ["application/json; charset=UTF-8"]
     finally:
         yield agent.close()
         yield port.stopListening()
