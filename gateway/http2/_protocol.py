@@ -133,6 +133,8 @@ class H2ClientProtocol(TwistedProtocol):
 
     def handshakeCompleted(self) -> None:
         """TLS is up: insist on ALPN h2, then send the connection preface."""
+        if self._ready_done:
+            return  # set-up already failed (timeout, close)
         assert self.transport is not None
         negotiated = INegotiated(self.transport).negotiatedProtocol
         if negotiated != b"h2":
@@ -203,6 +205,8 @@ class H2ClientProtocol(TwistedProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         """Feed the core and act on its events."""
+        if self._lost or not self._ready_done:
+            return  # set-up failed or not finished: nothing to parse yet
         self._last_received = self._clock.seconds()
         events = self._core.receive_data(data)
         self._flush()

@@ -102,6 +102,9 @@ def test_post_json_with_headers(
         )
         assert resp.code == 200
         assert resp.headers.getRawHeaders(b"apns-id") == [b"abc-123"]
+        assert (resp.phrase, resp.version) == (b"OK", (b"HTTP", 2, 0))
+        raw = yield treq.content(resp)
+        assert resp.length == len(raw)
         body = yield treq.json_content(resp)
         assert body["proto"] == "HTTP/2"
         assert body["method"] == "POST"

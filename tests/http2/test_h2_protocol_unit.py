@@ -202,3 +202,20 @@ def test_close_while_connecting() -> None:
     agent.close().addCallback(done.append)
     assert done == [None]
     assert len(errors) == 1
+
+
+def test_late_handshake_after_failed_setup_is_ignored() -> None:
+    """A TLS handshake finishing after set-up already failed (timeout) neither raises nor sends."""
+    clock = Clock()
+    proto = H2ClientProtocol(
+        clock=clock, owner=Owner(), settings=ConnectionSettings(), peer="apns:443"
+    )
+    transport = NegotiatedTransport()
+    proto.makeConnection(transport)
+    failures: list[Any] = []
+    proto.ready.addErrback(failures.append)
+    proto.fail_connect(ConnectFailedError("took too long"))
+    proto.handshakeCompleted()
+    proto.dataReceived(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    assert len(failures) == 1
+    assert transport.value() == b""
