@@ -10,7 +10,6 @@ the API alike.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -23,7 +22,6 @@ from twisted.logger import Logger
 from gateway.apns import (
     ApnsNotification,
     Delivered,
-    Environment,
     Outcome,
     TokenRejected,
     alert_notification,
@@ -55,6 +53,7 @@ from gateway.calls.ratelimit import SlidingWindowLimiter
 from gateway.localpush.frames import CallCancelFrame, CallFrame, FrameSpec, Party
 from gateway.localpush.hub import DeliveryResult, SessionInfo
 from gateway.store import Device, DeviceStore
+from gateway.targets import apns_environment, resolve_targets
 
 __all__ = [
     "ActiveCall",
@@ -167,11 +166,6 @@ class ActiveCall:
         }
 
 
-def _apns_target_id(token: str) -> str:
-    """A stable id for a REGISTER-bound APNs token that does not reveal it."""
-    return "apns:" + hashlib.sha256(token.encode()).hexdigest()[:16]
-
-
 class Dispatcher:
     """Rings devices for calls; is the hub's session listener."""
 
@@ -214,27 +208,10 @@ class Dispatcher:
         return sum(1 for c in self._calls.values() if not c.machine.ended)
 
     def targets_for(self, request: CallRequest) -> dict[str, Device | None]:
-        """Devices to ring: by AOR (claims, API, lpc bindings) or explicit ids."""
-        now = self._clock.seconds()
-        found: dict[str, Device | None] = {}
-        if request.device_ids is not None:
-            for device_id in request.device_ids:
-                found[device_id] = self._registry.get_device(device_id)
-            return found
-        for device in self._registry.devices_for_aor(request.aor):
-            found[device.device_id] = device
-        for binding in self._registry.bindings_for_aor(request.aor, now):
-            if binding.provider == "lpc":
-                found.setdefault(binding.prid, self._registry.get_device(binding.prid))
-            elif binding.provider == "apns":
-                device = Device(
-                    device_id=_apns_target_id(binding.prid),
-                    aors=(request.aor,),
-                    voip_token=binding.prid,
-                    topic=_topic_from_pn_param(binding.param),
-                )
-                found.setdefault(device.device_id, device)
-        return found
+        """Devices to ring: by AOR (claims, API, bindings) or explicit ids."""
+        return resolve_targets(
+            self._registry, self._clock.seconds(), request.aor, request.device_ids
+        )
 
     # -- commands ---------------------------------------------------------------
 
@@ -372,7 +349,7 @@ class Dispatcher:
         device = call.devices.get(device_id)
         notification = voip_notification(
             device_token=action.voip_token,
-            environment=_environment(device),
+            environment=apns_environment(device),
             bundle_id=self._bundle(device),
             payload=voip_payload(
                 call_uuid=info.call_id,
@@ -426,7 +403,7 @@ class Dispatcher:
         info = call.machine.info
         notification = alert_notification(
             device_token=alert_token,
-            environment=_environment(device),
+            environment=apns_environment(device),
             bundle_id=self._bundle(device),
             payload=missed_call_payload(
                 call_uuid=info.call_id, display_name=info.caller_display_name
@@ -486,18 +463,6 @@ class Dispatcher:
         self.log.failure("Unexpected error delivering {what}", failure, what=what)
 
 
-def _environment(device: Device | None) -> Environment:
-    if device is not None and device.apns_env == "sandbox":
-        return Environment.SANDBOX
-    return Environment.PRODUCTION
-
-
 def _reason(outcome: Outcome) -> str:
     reason = getattr(outcome, "reason", None)
     return str(reason) if reason else type(outcome).__name__
-
-
-def _topic_from_pn_param(param: str) -> str | None:
-    """RFC 8599 APNs pn-param ``<team id>.<topic>`` -> the bundle id."""
-    _, sep, topic = param.partition(".")
-    return topic.removesuffix(".voip") or None if sep else None

@@ -6,10 +6,10 @@ import json
 
 import attrs
 import pytest
-from twisted.internet.defer import Deferred
+from gw_fakes import FakeApns, FakeHub
 from twisted.internet.task import Clock
 
-from gateway.apns import ApnsNotification, Delivered, Failed, Outcome, TokenRejected
+from gateway.apns import Delivered, Failed, TokenRejected
 from gateway.calls.dispatcher import (
     ActiveCall,
     CallRequest,
@@ -17,49 +17,13 @@ from gateway.calls.dispatcher import (
     DispatcherSettings,
 )
 from gateway.calls.machine import PUSH_FAILED_REASON, RATE_LIMITED_REASON, Final
-from gateway.localpush.frames import CallCancelFrame, CallFrame, FrameSpec
-from gateway.localpush.hub import ACK_TIMEOUT, NO_SESSION, DeliveryResult
+from gateway.localpush.frames import CallCancelFrame, CallFrame
+from gateway.localpush.hub import ACK_TIMEOUT
 from gateway.store import Binding, Device, MemoryPersister, Registry
 
 AOR = "sip:bob@example.com"
 PHONE = Device("phone", (AOR,), "aa" * 32, "bb" * 32, "com.example.voip", "production")
 IPAD = Device("ipad", (AOR,), "cc" * 32, "dd" * 32, "com.example.voip", "sandbox")
-
-
-class FakeHub:
-    def __init__(self) -> None:
-        self.online: set[str] = set()
-        self.sent: list[tuple[str, FrameSpec, Deferred[DeliveryResult]]] = []
-
-    def is_online(self, device_id: str) -> bool:
-        return device_id in self.online
-
-    def deliver(
-        self, device_id: str, spec: FrameSpec, ack_timeout: float | None = None
-    ) -> Deferred[DeliveryResult]:
-        d: Deferred[DeliveryResult] = Deferred()
-        if device_id not in self.online:
-            d.callback(DeliveryResult(delivered=False, reason=NO_SESSION))
-        self.sent.append((device_id, spec, d))
-        return d
-
-    def ack(
-        self, index: int, delivered: bool = True, reason: str | None = None
-    ) -> None:
-        self.sent[index][2].callback(DeliveryResult(delivered=delivered, reason=reason))
-
-
-class FakeApns:
-    def __init__(self) -> None:
-        self.pushes: list[tuple[ApnsNotification, Deferred[Outcome]]] = []
-
-    def push(self, notification: ApnsNotification) -> Deferred[Outcome]:
-        d: Deferred[Outcome] = Deferred()
-        self.pushes.append((notification, d))
-        return d
-
-    def answer(self, index: int, outcome: Outcome) -> None:
-        self.pushes[index][1].callback(outcome)
 
 
 @attrs.define

@@ -1,0 +1,141 @@
+"""Text messages (SIP MESSAGE, control API): store first, then deliver.
+
+localpush.md: a message is stored until the device acks it and is sent again
+on the device's next session, oldest first, until acked or expired. Where no
+session is open it also goes out as an alert push (calls.md "Message
+alert"). The Deferred of ``send`` fires once every copy is durable, which is
+when SIP answers 202.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from gateway.apns import alert_notification, message_payload
+from gateway.calls.dispatcher import LocalPushPath, PushPath
+from gateway.directory import stored_message
+from gateway.localpush.hub import DeliveryResult
+from gateway.store import Device, DeviceStore, PendingMessage
+from gateway.targets import apns_environment, resolve_targets
+
+__all__ = ["MessageRequest", "MessageResult", "Messenger"]
+
+
+@attrs.frozen
+class MessageRequest:
+    """A message to an AOR's devices, or to explicit devices."""
+
+    sender_handle: str
+    body: str
+    aor: str | None = None
+    sender_display_name: str | None = None
+    device_ids: tuple[str, ...] | None = None
+    message_id: str | None = None
+
+
+@attrs.frozen
+class MessageResult:
+    """Stored for these devices, under this id."""
+
+    message_id: str
+    device_ids: tuple[str, ...]
+
+
+class Messenger:
+    """Stores and delivers messages."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        registry: DeviceStore,
+        hub: LocalPushPath,
+        apns: PushPath | None,
+        *,
+        ttl_s: float,
+        ack_timeout_s: float,
+        bundle_id: str,
+    ) -> None:
+        self._clock = clock
+        self._registry = registry
+        self._hub = hub
+        self._apns = apns
+        self._ttl_s = ttl_s
+        self._ack_timeout_s = ack_timeout_s
+        self._bundle_id = bundle_id
+
+    def send(self, request: MessageRequest) -> Deferred[MessageResult] | None:
+        """None if the request has no devices (SIP 404)."""
+        now = self._clock.seconds()
+        devices = resolve_targets(self._registry, now, request.aor, request.device_ids)
+        if not devices:
+            return None
+        message_id = request.message_id or str(uuid.uuid4())
+        stored: list[tuple[str, Device | None, PendingMessage | None]] = []
+        writes: list[Deferred[None]] = []
+        for device_id, device in devices.items():
+            if device is not None and device.device_id.startswith("apns:"):
+                # A REGISTER-bound token: no socket will ever ask for it.
+                stored.append((device_id, device, None))
+                continue
+            message = PendingMessage(
+                message_id=message_id,
+                device_id=device_id,
+                body=request.body,
+                sender_handle=request.sender_handle,
+                sender_display_name=request.sender_display_name,
+                sent_at=now,
+                expires_at=now + self._ttl_s,
+            )
+            writes.append(self._registry.add_message(message))
+            stored.append((device_id, device, message))
+        result = MessageResult(message_id, tuple(devices))
+        d: Deferred[Any] = gatherResults(writes, consumeErrors=True)
+        d.addCallback(lambda _: self._deliver(request, stored))
+        d.addCallback(lambda _: result)
+        return d
+
+    def _deliver(
+        self,
+        request: MessageRequest,
+        stored: list[tuple[str, Device | None, PendingMessage | None]],
+    ) -> None:
+        for device_id, device, message in stored:
+            if message is not None and self._hub.is_online(device_id):
+                spec = stored_message(message).to_frame()
+                d = self._hub.deliver(device_id, spec, self._ack_timeout_s)
+                d.addCallback(self._after_frame, request, device)
+            else:
+                self._alert(request, device)
+
+    def _after_frame(
+        self, result: DeliveryResult, request: MessageRequest, device: Device | None
+    ) -> None:
+        if not result.delivered:
+            # Stored: it goes out again on the next session; tell the user now.
+            self._alert(request, device)
+
+    def _alert(self, request: MessageRequest, device: Device | None) -> None:
+        if self._apns is None or device is None or not device.alert_token:
+            return
+        notification = alert_notification(
+            device_token=device.alert_token,
+            environment=apns_environment(device),
+            bundle_id=device.topic or self._bundle_id,
+            payload=message_payload(
+                sender=request.sender_handle,
+                display_name=request.sender_display_name,
+                body=request.body,
+            ),
+            deadline=self._clock.seconds() + 3600,
+        )
+        self._apns.push(notification).addErrback(
+            lambda f: self.log.failure("Message alert failed", f)
+        )

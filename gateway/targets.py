@@ -1,0 +1,66 @@
+"""Which devices a call or message for an AOR goes to.
+
+Calls and messages must reach the same devices, so both resolve targets
+here: devices whose token claims (or API registration) list the AOR, plus
+RFC 8599 REGISTER bindings (``lpc`` device ids and ``apns`` tokens).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from gateway.apns import Environment
+from gateway.store import Device, DeviceStore
+
+__all__ = ["apns_environment", "apns_target_id", "resolve_targets"]
+
+
+def apns_environment(device: Device | None) -> Environment:
+    """The APNs endpoint for a device's tokens; production unless it said so."""
+    if device is not None and device.apns_env == "sandbox":
+        return Environment.SANDBOX
+    return Environment.PRODUCTION
+
+
+def apns_target_id(token: str) -> str:
+    """A stable id for a REGISTER-bound APNs token that does not reveal it."""
+    return "apns:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def resolve_targets(
+    registry: DeviceStore,
+    now: float,
+    aor: str | None = None,
+    device_ids: tuple[str, ...] | None = None,
+) -> dict[str, Device | None]:
+    """device_id -> Device (None for an id the registry does not know yet)."""
+    found: dict[str, Device | None] = {}
+    if device_ids is not None:
+        for device_id in device_ids:
+            found[device_id] = registry.get_device(device_id)
+        return found
+    if aor is None:
+        return found
+    for device in registry.devices_for_aor(aor):
+        found[device.device_id] = device
+    for binding in registry.bindings_for_aor(aor, now):
+        if binding.provider == "lpc":
+            found.setdefault(binding.prid, registry.get_device(binding.prid))
+        elif binding.provider == "apns":
+            device = _apns_binding_device(aor, binding.prid, binding.param)
+            found.setdefault(device.device_id, device)
+    return found
+
+
+def _apns_binding_device(aor: str, token: str, param: str) -> Device:
+    """RFC 8599: pn-param ``<team>.<bundle>.voip`` is a PushKit token,
+    ``<team>.<bundle>`` a regular (alert) one."""
+    _, _, topic = param.partition(".")
+    voip = topic.endswith(".voip")
+    return Device(
+        device_id=apns_target_id(token),
+        aors=(aor,),
+        voip_token=token if voip else None,
+        alert_token=None if voip else token,
+        topic=topic.removesuffix(".voip") or None,
+    )
