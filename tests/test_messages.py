@@ -71,9 +71,7 @@ class MessengerTests(SynchronousTestCase):
     def test_unacked_frame_falls_back_to_alert(self) -> None:
         """No ack in time: the message stays stored and an alert goes out."""
         self.hub.online.add("phone")
-        self.successResultOf(
-            self.messenger.send(MessageRequest("x", "yo", device_ids=("phone",)))
-        )  # type: ignore[arg-type]
+        self._send(MessageRequest("x", "yo", device_ids=("phone",)))
         self.hub.ack(0, delivered=False, reason=ACK_TIMEOUT)
         assert [p.device_token for p, _ in self.apns.pushes] == ["bb" * 32]
         assert len(self.registry.pending_messages("phone", self.clock.seconds())) == 1
