@@ -215,6 +215,8 @@ class ClientConnection(Generic[K]):
         self._queue: deque[_Request[K]] = deque()
         self._by_key: dict[K, _Request[K]] = {}
         self._by_stream: dict[int, _Request[K]] = {}
+        # Events produced outside receive_data (by submit/cancel).
+        self._later: list[ClientEvent[K]] = []
         self._h2 = _GracefulH2Connection(
             open_streams=self._by_stream.__len__,
             config=h2.config.H2Configuration(
@@ -340,11 +342,16 @@ class ClientConnection(Generic[K]):
         """Bytes to write to the transport now."""
         return self._h2.data_to_send()
 
+    def take_events(self) -> list[ClientEvent[K]]:
+        """Events caused by ``submit``/``cancel`` (rare: stream ids ran out)."""
+        events, self._later = self._later, []
+        return events
+
     def receive_data(self, data: bytes) -> list[ClientEvent[K]]:
         """Feed bytes from the server; return what happened."""
+        out = self.take_events()
         if self._closed:
-            return []
-        out: list[ClientEvent[K]] = []
+            return out
         try:
             self._check_preface(data)
             h2_events = self._h2.receive_data(data)
@@ -359,6 +366,7 @@ class ClientConnection(Generic[K]):
         for event in h2_events:
             self._handle(event, out)
         self._start_queued()
+        out.extend(self.take_events())
         self._maybe_finish_goaway(out)
         return out
 
@@ -554,8 +562,7 @@ class ClientConnection(Generic[K]):
                 )
             except h2.exceptions.NoAvailableStreamIDError:
                 # Stream ids used up (2**31): finish what runs, then reconnect.
-                self._usable = False
-                self._goaway_last_stream = 2**31
+                self._retire_exhausted()
                 return
             except h2.exceptions.TooManyStreamsError:
                 return
@@ -564,6 +571,17 @@ class ClientConnection(Generic[K]):
             self._by_stream[stream_id] = request
             if request.body:
                 self._send_body(request)
+
+    def _retire_exhausted(self) -> None:
+        error = ConnectionLostError("HTTP/2 stream ids used up on this connection")
+        self._usable = False
+        self._goaway_last_stream = 2**31
+        self._later.append(ConnectionUnusable(reason=error))
+        while self._queue:
+            request = self._queue.popleft()
+            del self._by_key[request.key]
+            self._later.append(RequestFailed(key=request.key, error=error, retry=True))
+        self._maybe_finish_goaway(self._later)
 
     def _send_bodies(self) -> None:
         for request in list(self._by_stream.values()):

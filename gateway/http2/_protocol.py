@@ -178,12 +178,13 @@ class H2ClientProtocol(TwistedProtocol):
         exchange.protocol = self
         self._cancel_idle()
         self._flush()
+        self._handle(self._core.take_events())
 
     def cancel(self, exchange: Exchange) -> None:
         """Drop ``exchange`` (caller gave up): RST_STREAM CANCEL if it started."""
         self._core.cancel(exchange)
         self._flush()
-        self._schedule_idle()
+        self._handle(self._core.take_events())
 
     def close(self) -> Deferred[None]:
         """GOAWAY, fail what is in flight, close; fires once the socket is gone."""

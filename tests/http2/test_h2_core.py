@@ -310,3 +310,22 @@ def test_bytes_producer_body_is_sent() -> None:
 
     d = BytesProducer(b'{"aps":{}}').startProducing(Consumer())  # type: ignore[arg-type]
     assert d.called and chunks == [b'{"aps":{}}']
+
+
+def test_stream_ids_used_up_retires_connection() -> None:
+    """When stream ids run out, queued requests come back retryable and the connection retires."""
+    client, server = pair()
+    client.submit("a", GET)
+    to_server(client, server)
+    client._h2.highest_outbound_stream_id = 2**31 - 1
+    client.submit("b", GET)
+    events = client.take_events()
+    assert isinstance(events[0], ConnectionUnusable)
+    assert [(e.key, e.retry) for e in events if isinstance(e, RequestFailed)] == [
+        ("b", True)
+    ]
+    assert not client.usable
+    respond(server, 1)
+    events = to_client(client, server)
+    assert ResponseComplete(key="a") in events
+    assert CloseConnection(reason=None) in events
