@@ -7,7 +7,6 @@ and runs every request as a stream on it.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -89,7 +88,8 @@ class _HostPool:
         self._connect_d: Deferred[IProtocol] | None = None
         self._connect_timer: IDelayedCall | None = None
         self._backoff_call: IDelayedCall | None = None
-        self._waiting: deque[Exchange] = deque()
+        # Insertion-ordered; a dict so that cancelling a waiter is O(1).
+        self._waiting: dict[Exchange, None] = {}
         self._all: set[H2ClientProtocol] = set()
         self._failures = 0
 
@@ -112,13 +112,12 @@ class _HostPool:
                 f"to {self._peer}"
             )
         exchange.waiter = self
-        self._waiting.append(exchange)
+        self._waiting[exchange] = None
         self._ensure_connecting()
 
     def forget(self, exchange: Exchange) -> None:
         """The caller gave up on a waiting exchange."""
-        if exchange in self._waiting:
-            self._waiting.remove(exchange)
+        self._waiting.pop(exchange, None)
 
     def retry(self, exchange: Exchange, error: H2ClientError) -> None:
         """Send an unprocessed request again, a bounded number of times."""
@@ -223,7 +222,7 @@ class _HostPool:
             protocol.close()
             return
         self._current = protocol
-        waiting, self._waiting = self._waiting, deque()
+        waiting, self._waiting = self._waiting, {}
         for exchange in waiting:
             exchange.waiter = None
             if exchange.done:
@@ -245,7 +244,7 @@ class _HostPool:
             peer=self._peer,
             error=str(error),
         )
-        waiting, self._waiting = self._waiting, deque()
+        waiting, self._waiting = self._waiting, {}
         for exchange in waiting:
             exchange.waiter = None
             exchange.fail(error)
@@ -255,7 +254,7 @@ class _HostPool:
         if self._backoff_call is not None and self._backoff_call.active():
             self._backoff_call.cancel()
         self._backoff_call = None
-        waiting, self._waiting = self._waiting, deque()
+        waiting, self._waiting = self._waiting, {}
         for exchange in waiting:
             exchange.waiter = None
             exchange.fail(AgentClosedError("HTTP/2 agent closed"))

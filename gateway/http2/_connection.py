@@ -197,6 +197,7 @@ class _Request(Generic[K]):
     sent: int = 0  # body bytes handed to h2 so far
     received: int = 0  # response body bytes so far
     responded: bool = False
+    cancelled: bool = False
 
 
 class ClientConnection(Generic[K]):
@@ -213,6 +214,8 @@ class ClientConnection(Generic[K]):
         self._max_queued = max_queued
         self._max_response_size = max_response_size
         self._queue: deque[_Request[K]] = deque()
+        # Cancelled requests stay in the deque (removal is O(n)) and are skipped.
+        self._queue_cancelled = 0
         self._by_key: dict[K, _Request[K]] = {}
         self._by_stream: dict[int, _Request[K]] = {}
         # Events produced outside receive_data (by submit/cancel).
@@ -246,7 +249,7 @@ class ClientConnection(Generic[K]):
     @property
     def queued(self) -> int:
         """Requests waiting here for a free stream."""
-        return len(self._queue)
+        return len(self._queue) - self._queue_cancelled
 
     @property
     def in_flight(self) -> int:
@@ -291,8 +294,8 @@ class ClientConnection(Generic[K]):
             raise ConnectionLostError("HTTP/2 connection no longer accepts requests")
         if key in self._by_key:
             raise ValueError(f"request {key!r} already submitted")
-        if len(self._queue) >= self._max_queued and (
-            self._queue or self.active_streams >= self.stream_limit
+        if self.queued >= self._max_queued and (
+            self.queued or self.active_streams >= self.stream_limit
         ):
             raise QueueFullError(
                 f"{self._max_queued} requests already wait for an HTTP/2 stream"
@@ -308,7 +311,8 @@ class ClientConnection(Generic[K]):
         if request is None:
             return
         if request.stream_id == 0:
-            self._queue.remove(request)
+            request.cancelled = True
+            self._queue_cancelled += 1
             return
         del self._by_stream[request.stream_id]
         if not self._closed:
@@ -506,9 +510,7 @@ class ClientConnection(Generic[K]):
             request = self._by_stream.pop(stream_id)
             del self._by_key[request.key]
             out.append(RequestFailed(key=request.key, error=error, retry=True))
-        while self._queue:
-            request = self._queue.popleft()
-            del self._by_key[request.key]
+        for request in self._drain_queue():
             out.append(RequestFailed(key=request.key, error=error, retry=True))
 
     def _maybe_finish_goaway(self, out: list[ClientEvent[K]]) -> None:
@@ -542,11 +544,19 @@ class ClientConnection(Generic[K]):
         """End every request: queued ones may be retried, started ones not."""
         for request in self._by_stream.values():
             out.append(RequestFailed(key=request.key, error=error, retry=False))
-        for request in self._queue:
+        for request in self._drain_queue():
             out.append(RequestFailed(key=request.key, error=error, retry=True))
         self._by_stream.clear()
-        self._queue.clear()
         self._by_key.clear()
+
+    def _drain_queue(self) -> list[_Request[K]]:
+        """Empty the queue; return the requests still waiting (not cancelled)."""
+        live = [r for r in self._queue if not r.cancelled]
+        self._queue.clear()
+        self._queue_cancelled = 0
+        for request in live:
+            del self._by_key[request.key]
+        return live
 
     def _start_queued(self) -> None:
         """Open streams for queued requests while the limit allows."""
@@ -555,6 +565,10 @@ class ClientConnection(Generic[K]):
         limit = self.stream_limit
         while self._queue and len(self._by_stream) < limit:
             request = self._queue[0]
+            if request.cancelled:
+                self._queue.popleft()
+                self._queue_cancelled -= 1
+                continue
             try:
                 stream_id = self._h2.get_next_available_stream_id()
                 self._h2.send_headers(
@@ -577,9 +591,7 @@ class ClientConnection(Generic[K]):
         self._usable = False
         self._goaway_last_stream = 2**31
         self._later.append(ConnectionUnusable(reason=error))
-        while self._queue:
-            request = self._queue.popleft()
-            del self._by_key[request.key]
+        for request in self._drain_queue():
             self._later.append(RequestFailed(key=request.key, error=error, retry=True))
         self._maybe_finish_goaway(self._later)
 

@@ -329,3 +329,22 @@ def test_stream_ids_used_up_retires_connection() -> None:
     events = to_client(client, server)
     assert ResponseComplete(key="a") in events
     assert CloseConnection(reason=None) in events
+
+
+def test_cancelled_queued_request_never_starts() -> None:
+    """A request cancelled while queued is skipped when a stream frees up."""
+    client, server = pair(max_streams=1)
+    for key in "abc":
+        client.submit(key, GET)
+    to_server(client, server)
+    client.cancel("b")
+    assert client.queued == 1
+    respond(server, 1)
+    events = to_client(client, server)
+    assert ResponseComplete(key="a") in events
+    (received,) = [
+        e for e in to_server(client, server) if isinstance(e, h2.events.RequestReceived)
+    ]
+    respond(server, received.stream_id, b"c")
+    assert ResponseData(key="c", data=b"c") in to_client(client, server)
+    assert client.in_flight == 0 and client.queued == 0
