@@ -2,37 +2,60 @@
 
 from __future__ import annotations
 
-from twisted.application.service import IService, MultiService
-from twisted.internet.interfaces import IReactorCore, IReactorFromThreads, IReactorTime
+from typing import Any
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorFromThreads,
+    IReactorUDP,
+)
 from twisted.logger import Logger
-from zope.interface import Interface
 
 from gateway import __version__
-from gateway.config import Config
-from gateway.devfiles import prepare_dev_files
-from gateway.store import Registry, SQLitePersister
+from gateway.apns import ApnsClient, ApnsSettings, CertificateAuth, TokenAuth
+from gateway.calls.dispatcher import Dispatcher, DispatcherSettings
+from gateway.config import ApnsConfig, Config, parse_proxy
+from gateway.devfiles import prepare_dev_files, read_jwt_secret
+from gateway.directory import RegistryDirectory
+from gateway.http2 import H2Agent, H2AgentReactor
+from gateway.listeners import StreamListener, tcp_endpoint
+from gateway.localpush.hub import Hub
+from gateway.localpush.server import LocalPushFactory, tls_factory
+from gateway.localpush.service import LocalPushService
+from gateway.localpush.session import SessionSettings
+from gateway.localpush.tls import ServerTLS
+from gateway.messages import Messenger
+from gateway.store import DeviceStore, Registry, SQLitePersister
 
 __all__ = ["Gateway", "GatewayReactor", "build_service"]
 
 
-class GatewayReactor(IReactorTime, IReactorFromThreads, IReactorCore, Interface):
+class GatewayReactor(H2AgentReactor, IReactorFromThreads, IReactorCore, IReactorUDP):
     """The reactor features the gateway's services need (sygnal's pattern)."""
 
 
 class Gateway(MultiService):
-    """The top service; says when it is ready, which twistd itself does not."""
+    """The top service; holds the parts others (API, SIP, tests) reach for."""
 
     log = Logger()
 
     def __init__(self, config: Config, reactor: GatewayReactor) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.config = config
-        self._reactor = reactor
+        self.reactor = reactor
+        self.registry: Registry | None = None
+        self.hub: Hub | None = None
+        self.apns: ApnsClient | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.messenger: Messenger | None = None
+        self.listeners: dict[str, StreamListener] = {}
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         # twistd starts services before the reactor runs; ready means running.
-        self._reactor.callWhenRunning(self._ready)
+        self.reactor.callWhenRunning(self._ready)
 
     def _ready(self) -> None:
         self.log.info(
@@ -42,6 +65,18 @@ class Gateway(MultiService):
         )
 
 
+class _Closing(Service):
+    """Runs ``close`` on stop (clients with connections to drain)."""
+
+    def __init__(self, close: Any) -> None:
+        self._close = close
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        result: Deferred[None] = self._close()
+        return result
+
+
 def attach(service: IService, name: str, parent: MultiService) -> None:
     """Name a child service and add it; Twisted's service API is untyped."""
     service.setName(name)  # type: ignore[no-untyped-call]
@@ -49,7 +84,8 @@ def attach(service: IService, name: str, parent: MultiService) -> None:
 
 
 def build_service(config: Config, reactor: GatewayReactor) -> Gateway:
-    """The gateway as one MultiService; children start in order, stop reversed."""
+    """The gateway as one MultiService: children start in this order and stop
+    in reverse (API and SIP first, the registry's last writes at the end)."""
     prepare_dev_files(config)
     top = Gateway(config, reactor)
     registry = Registry(
@@ -57,5 +93,146 @@ def build_service(config: Config, reactor: GatewayReactor) -> Gateway:
         reactor,
         config.store.purge_interval_s,
     )
+    top.registry = registry
     attach(registry, "registry", top)
+
+    top.apns = _apns(config.apns, reactor, registry, top)
+    hub = Hub(reactor, RegistryDirectory(registry))
+    top.hub = hub
+    top.dispatcher = Dispatcher(
+        reactor,
+        registry,
+        hub,
+        top.apns,
+        DispatcherSettings(
+            ring_timeout_s=config.calls.ring_timeout_s,
+            ack_timeout_s=config.localpush.ack_timeout_s,
+            resume_window_s=config.calls.resume_window_s,
+            decline_policy=config.calls.decline_policy,
+            callee_push_limit=config.calls.callee_push_limit,
+            callee_push_window_s=config.calls.callee_push_window_s,
+            caller_push_limit=config.calls.caller_push_limit,
+            caller_push_window_s=config.calls.caller_push_window_s,
+            bundle_id=config.apns.bundle_id,
+        ),
+    )
+    hub.add_listener(top.dispatcher)
+    top.messenger = Messenger(
+        reactor,
+        registry,
+        hub,
+        top.apns,
+        ttl_s=config.localpush.message_ttl_s,
+        ack_timeout_s=config.localpush.ack_timeout_s,
+        bundle_id=config.apns.bundle_id,
+    )
+    dispatcher = top.dispatcher
+    attach(_Closing(lambda: _stop_dispatcher(dispatcher)), "calls", top)
+    if config.localpush.enabled:
+        attach(_localpush(config, reactor, hub, top), "localpush", top)
     return top
+
+
+def _stop_dispatcher(dispatcher: Dispatcher) -> Deferred[None]:
+    dispatcher.stop()
+    return Deferred.fromCoroutine(_done())
+
+
+async def _done() -> None:
+    return None
+
+
+def _localpush(
+    config: Config, reactor: GatewayReactor, hub: Hub, top: Gateway
+) -> LocalPushService:
+    lp = config.localpush
+    assert lp.jwt_secret_file is not None  # required by config validation
+    settings = SessionSettings(
+        max_frame=lp.max_frame,
+        heartbeat_s=lp.heartbeat_s,
+        ack_timeout_s=lp.ack_timeout_s,
+        handshake_timeout_s=lp.handshake_timeout_s,
+        rate_per_s=lp.rate_per_s,
+        rate_burst=lp.rate_burst,
+        send_buffer_limit=lp.send_buffer_max_bytes,
+    )
+    factory = LocalPushFactory(
+        settings=settings,
+        secret=read_jwt_secret(lp.jwt_secret_file),
+        hub=hub,
+        clock=reactor,
+    )
+    service = LocalPushService(hub, lp.shutdown_window_s)
+    if lp.transport == "tls":
+        assert lp.cert is not None and lp.key is not None
+        wrapped: Any = tls_factory(factory, ServerTLS(lp.cert, lp.key))
+    else:
+        wrapped = factory
+    listener = StreamListener(
+        f"local push ({lp.transport})", tcp_endpoint(reactor, lp.bind, lp.port), wrapped
+    )
+    top.listeners["localpush"] = listener
+    attach(listener, "listener", service)
+    return service
+
+
+def _apns(
+    apns: ApnsConfig, reactor: GatewayReactor, registry: DeviceStore, top: Gateway
+) -> ApnsClient | None:
+    """The APNs client, or None when ``apns.auth = "disabled"``."""
+    if apns.auth == "disabled":
+        return None
+    auth: TokenAuth | CertificateAuth
+    client_certificate = None
+    if apns.auth == "token":
+        assert apns.key_file is not None
+        auth = TokenAuth.from_p8(
+            reactor,
+            apns.key_file.read_bytes(),
+            key_id=apns.key_id,
+            team_id=apns.team_id,
+            refresh_after_s=apns.token_refresh_s,
+        )
+    else:
+        assert apns.cert_file is not None and apns.cert_key_file is not None
+        auth = CertificateAuth(
+            apns.cert_file.read_bytes(), apns.cert_key_file.read_bytes()
+        )
+        client_certificate = auth.private_certificate()
+    agent = H2Agent(
+        reactor,
+        ca_file=apns.ca_file,
+        client_certificate=client_certificate,
+        proxy=parse_proxy(apns.proxy) if apns.proxy else None,
+        request_timeout=apns.request_timeout_s,
+        max_queued=apns.max_queued,
+    )
+    client = ApnsClient(
+        reactor,
+        agent,
+        auth,
+        ApnsSettings(
+            production_host=apns.production_host,
+            production_port=apns.production_port,
+            sandbox_host=apns.sandbox_host,
+            sandbox_port=apns.sandbox_port,
+            max_in_flight=apns.max_in_flight,
+            max_queued=apns.max_queued,
+            request_timeout_s=apns.request_timeout_s,
+            expiration_s=apns.expiration_s,
+            jwt_refresh_after_s=apns.token_refresh_s,
+        ),
+        on_token_rejected=lambda token, reason: _forget_token(registry, token),
+    )
+
+    def close() -> Deferred[Any]:
+        return gatherResults([client.close(), agent.close()], consumeErrors=True)
+
+    attach(_Closing(close), "apns", top)
+    return client
+
+
+def _forget_token(registry: DeviceStore, token: str) -> None:
+    registry.remove_token(token).addErrback(
+        lambda f: Logger().failure("Removing a rejected token failed", f)
+    )

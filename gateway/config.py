@@ -40,6 +40,7 @@ __all__ = [
     "TlsListenerConfig",
     "dump_config",
     "load_config",
+    "parse_proxy",
 ]
 
 ENV_PREFIX = "VOIPGW_"
@@ -111,6 +112,25 @@ def _address(value: Any) -> str | None:
         ipaddress.ip_address(value)
     except ValueError:
         return f"{value!r} is not an IP address"
+    return None
+
+
+def parse_proxy(value: str) -> tuple[str, int]:
+    """``http://[user:pw@]host:port`` or ``host:port`` -> (host, port)."""
+    rest = value.split("://", 1)[-1].rsplit("@", 1)[-1].rstrip("/")
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(value)
+    return host.strip("[]"), int(port)
+
+
+def _proxy(value: Any) -> str | None:
+    if not value:
+        return None
+    try:
+        parse_proxy(value)
+    except ValueError:
+        return "must be http://host:port (credentials, if any, before an @)"
     return None
 
 
@@ -199,7 +219,7 @@ class ApnsConfig:
     sandbox_host: str = _setting("api.sandbox.push.apple.com", check=_not_empty)
     sandbox_port: int = _setting(443, check=_between(1, 65535))
     ca_file: Path | None = _setting(None, path=_CERT)
-    proxy: str = _setting("", secret=True)
+    proxy: str = _setting("", check=_proxy, secret=True)
     max_in_flight: int = _setting(1000, check=_between(1, 100_000))
     max_queued: int = _setting(10_000, check=_between(0, 1_000_000))
     request_timeout_s: float = _setting(10.0, check=_between(0.5, 120))

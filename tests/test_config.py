@@ -261,6 +261,12 @@ BAD: list[tuple[str, str, dict[str, str], list[str]]] = [
         ["VOIPGW_API__ENABLED: api.enabled: must be a boolean (got 'maybe')"],
     ),
     (
+        "proxy without port",
+        BASE + '[apns]\nproxy = "http://proxy.example"\n',
+        {},
+        ["apns.proxy: must be http://host:port (credentials, if any, before an @)"],
+    ),
+    (
         "dev_mode not bool",
         'dev_mode = "yes"\n' + BASE,
         {},

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from gw_device import Device
 from lp_helpers import SECRET, hello, wire
 from OpenSSL import SSL
-from twisted.internet import defer, endpoints, protocol
+from twisted.internet import endpoints
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 
 from gateway.devcert import write_self_signed
-from gateway.localpush.codec import FrameDecoder
 from gateway.localpush.frames import CallFrame, Party
 from gateway.localpush.hub import Hub, InMemoryDeviceDirectory
 from gateway.localpush.server import LocalPushFactory, tls_factory
@@ -65,39 +65,6 @@ def _listen(tls_pair: tuple[Path, Path], **settings: Any) -> tuple[Any, Hub]:
         0, tls_factory(factory, ServerTLS(*tls_pair)), interface="127.0.0.1"
     )
     return port, hub
-
-
-class Device(protocol.Protocol):
-    """A minimal LPP/1 client: queues frames, lets the test wait for them."""
-
-    def __init__(self) -> None:
-        self.decoder = FrameDecoder(1 << 20)
-        self.frames: list[dict[str, Any]] = []
-        self.waiting: list[defer.Deferred[dict[str, Any]]] = []
-        self.lost: defer.Deferred[None] = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        for frame in self.decoder.feed(data):
-            self.frames.append(dict(frame.body))
-        while self.frames and self.waiting:
-            self.waiting.pop(0).callback(self.frames.pop(0))
-
-    def next_frame(self) -> defer.Deferred[dict[str, Any]]:
-        d: defer.Deferred[dict[str, Any]] = defer.Deferred()
-        if self.frames:
-            d.callback(self.frames.pop(0))
-        else:
-            self.waiting.append(d)
-        return d.addTimeout(5, self._reactor())
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.lost.callback(None)
-
-    @staticmethod
-    def _reactor() -> Any:
-        from twisted.internet import reactor
-
-        return reactor
 
 
 @pytest.mark.integration

@@ -1,0 +1,91 @@
+"""A stream listener as a service that knows its bound address.
+
+Twisted's ``StreamServerEndpointService`` hides the listening port; the
+gateway logs it, reports it in ``/readyz`` and tests need it when the
+config asks for port 0.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorTCP,
+    IStreamServerEndpoint,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+__all__ = ["ListenError", "StreamListener", "tcp_endpoint"]
+
+
+class ListenError(Exception):
+    """A listener could not bind; start-up stops with this message."""
+
+
+def tcp_endpoint(reactor: IReactorTCP, bind: str, port: int) -> IStreamServerEndpoint:
+    """A TCP endpoint for an IPv4 or IPv6 bind address."""
+    if ipaddress.ip_address(bind).version == 6:
+        return TCP6ServerEndpoint(reactor, port, interface=bind)  # type: ignore[no-untyped-call]
+    return TCP4ServerEndpoint(reactor, port, interface=bind)  # type: ignore[no-untyped-call]
+
+
+class StreamListener(Service):
+    """Listens in ``privilegedStartService`` (before twistd drops privileges)."""
+
+    log = Logger()
+
+    def __init__(
+        self, label: str, endpoint: IStreamServerEndpoint, factory: IProtocolFactory
+    ) -> None:
+        self.label = label
+        self._endpoint = endpoint
+        self._factory = factory
+        self.port: IListeningPort | None = None
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) once listening."""
+        if self.port is None:
+            return None
+        addr = self.port.getHost()
+        return (addr.host, addr.port)  # type: ignore[attr-defined]
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+        self._listen()
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self._listen()
+
+    def _listen(self) -> None:
+        if self.port is not None:
+            return
+        result: list[object] = []
+        self._endpoint.listen(self._factory).addBoth(result.append)
+        outcome = result[0] if result else None
+        if isinstance(outcome, Failure):
+            message = outcome.getErrorMessage()
+            raise ListenError(f"{self.label} cannot listen: {message}")
+        if not IListeningPort.providedBy(outcome):
+            raise ListenError(f"{self.label} cannot listen: endpoint did not bind")
+        self.port = outcome
+        host, number = self.address or ("?", 0)
+        self.log.info(
+            "{label} listening on {host}:{port}",
+            label=self.label,
+            host=host,
+            port=number,
+        )
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        port, self.port = self.port, None
+        stopped = port.stopListening() if port is not None else None
+        return stopped if stopped is not None else succeed(None)

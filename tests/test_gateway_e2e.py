@@ -1,0 +1,129 @@
+"""The assembled gateway over real sockets: a device connects, a call rings it."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import pytest_twisted
+from gw_device import Device
+from twisted.internet import endpoints, reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+from gateway.app import Gateway, build_service
+from gateway.calls.dispatcher import ActiveCall, CallRequest
+from gateway.config import load_config
+from gateway.devfiles import read_jwt_secret
+from gateway.devicetoken import mint_device_token
+from gateway.localpush.codec import encode_frame
+
+EXAMPLE = Path(__file__).parent.parent / "etc" / "voipgw.toml"
+EPHEMERAL = {
+    "VOIPGW_SIP__UDP__PORT": "0",
+    "VOIPGW_SIP__TCP__PORT": "0",
+    "VOIPGW_LOCALPUSH__PORT": "0",
+    "VOIPGW_API__PORT": "0",
+}
+
+
+@attrs.define
+class Listener:
+    events: list[tuple[str, object]] = attrs.field(factory=list)
+    ended: Deferred[None] = attrs.field(factory=Deferred)
+
+    def call_ringing(self, call: ActiveCall) -> None:
+        self.events.append(("ringing", call.push_status))
+
+    def call_ended(self, call: ActiveCall) -> None:
+        self.events.append(("ended", call.final))
+        self.ended.callback(None)
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Generator[Gateway, None, None]:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    shutil.copy(EXAMPLE, etc / "voipgw.toml")
+    config = load_config(etc / "voipgw.toml", environ=EPHEMERAL)
+    service = build_service(config, reactor)  # type: ignore[arg-type]
+    service.startService()
+    yield service
+    pytest_twisted.blockon(service.stopService())
+
+
+def _frame(obj: dict[str, Any]) -> bytes:
+    return encode_frame(obj, 16384)
+
+
+@pytest.mark.integration
+@pytest_twisted.inlineCallbacks
+def test_device_hello_then_call_rings_over_local_push(gateway: Gateway) -> Any:
+    """hello updates the registry; a call to its AOR arrives, is acked, rings."""
+    config = gateway.config
+    listener = gateway.listeners["localpush"]
+    assert listener.address is not None
+    host, port = listener.address
+    assert config.localpush.cert is not None
+    assert config.localpush.jwt_secret_file is not None
+    options = optionsForClientTLS(
+        "localhost",
+        trustRoot=Certificate.loadPEM(config.localpush.cert.read_bytes()),
+    )
+    endpoint = endpoints.SSL4ClientEndpoint(reactor, host, port, options)
+    device = yield endpoints.connectProtocol(endpoint, Device())
+    secret = read_jwt_secret(config.localpush.jwt_secret_file)
+    token = mint_device_token(
+        secret, "iphone-1", "sip:bob@example.com", now=time.time()
+    )
+    device.transport.write(
+        _frame(
+            {
+                "type": "hello",
+                "v": 1,
+                "device_id": "iphone-1",
+                "token": token,
+                "voip_token": "ab" * 32,
+                "topic": "com.example.voip",
+                "apns_env": "sandbox",
+            }
+        )
+    )
+    welcome = yield device.next_frame()
+    assert welcome["type"] == "welcome"
+    assert gateway.registry is not None
+    stored = gateway.registry.get_device("iphone-1")
+    assert stored is not None
+    assert (stored.aors, stored.voip_token, stored.apns_env) == (
+        ("sip:bob@example.com",),
+        "ab" * 32,
+        "sandbox",
+    )
+
+    calls = Listener()
+    assert gateway.dispatcher is not None
+    call = gateway.dispatcher.start(
+        CallRequest(aor="sip:bob@example.com", caller_handle="+4930123"), calls
+    )
+    assert call is not None
+    frame = yield device.next_frame()
+    assert (frame["type"], frame["call_id"]) == ("call", call.call_id)
+    device.transport.write(_frame({"type": "ack", "id": frame["id"]}))
+    device.transport.write(
+        _frame({"type": "call_event", "call_id": call.call_id, "event": "declined"})
+    )
+    for _ in range(50):
+        if len(calls.events) == 2:
+            break
+        yield _later(0.02)
+    assert calls.events == [
+        ("ringing", "local;acked"),
+        ("ended", "Final(status=603, reason_header=None)"),
+    ]
+    device.transport.write(_frame({"type": "bye"}))
+    yield device.lost
