@@ -26,6 +26,7 @@ from h2_fake_servers import (
 from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.internet.ssl import CertificateOptions, PrivateCertificate
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
@@ -587,4 +588,60 @@ def test_treq_with_bytes_producer(
         assert body["headers"]["content-type"] == ["application/json; charset=UTF-8"]
     finally:
         yield agent.close()
+        yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_refused_stream_is_retried(
+    tls_pair: tuple[Path, Path],
+) -> Generator[Deferred[Any], Any, None]:
+    """RST_STREAM(REFUSED_STREAM) means "not processed": the agent retries and the caller sees 200."""
+    seen: list[int] = []
+
+    def handler(srv: FakeH2Server, stream_id: int, headers: Any, body: bytes) -> None:
+        seen.append(stream_id)
+        if len(seen) == 1:
+            srv.conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            srv.flush()
+        else:
+            respond(srv, stream_id)
+
+    factory = FakeFactory(handler)
+    port = listen(factory, tls_pair)
+    agent = make_agent(tls_pair)
+    try:
+        resp = yield agent.request(b"GET", (base_url(port) + "/").encode())
+        assert resp.code == 200
+        assert seen == [1, 3]
+    finally:
+        yield agent.close()
+        yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_client_certificate(
+    tls_pair: tuple[Path, Path],
+) -> Generator[Deferred[Any], Any, None]:
+    """A server requiring a client certificate (APNs certificate auth) accepts the agent's one."""
+    cert, key = tls_pair
+    pc = PrivateCertificate.loadPEM(cert.read_bytes() + key.read_bytes())
+    options = CertificateOptions(
+        privateKey=pc.privateKey.original,
+        certificate=pc.original,
+        verify=True,
+        caCerts=[pc.original],
+        requireCertificate=True,
+        acceptableProtocols=[b"h2"],
+    )
+    port = reactor.listenSSL(0, CountingSite(Echo()), options, interface="127.0.0.1")
+    with_cert = make_agent(tls_pair, client_certificate=pc)
+    without = make_agent(tls_pair)
+    try:
+        resp = yield with_cert.request(b"GET", (base_url(port) + "/").encode())
+        assert resp.code == 200
+        with pytest.raises((ConnectFailedError, ConnectionLostError)):
+            yield without.request(b"GET", (base_url(port) + "/").encode())
+    finally:
+        yield with_cert.close()
+        yield without.close()
         yield port.stopListening()
