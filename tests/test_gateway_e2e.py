@@ -18,6 +18,7 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS
 
 from gateway.app import Gateway, build_service
 from gateway.calls.dispatcher import ActiveCall, CallRequest
+from gateway.calls.machine import Final
 from gateway.config import load_config
 from gateway.devfiles import read_jwt_secret
 from gateway.devicetoken import mint_device_token
