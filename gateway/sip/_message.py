@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from gateway.sip._errors import SipParseError
 from gateway.sip._headers import (
@@ -163,7 +164,7 @@ LIST_HEADERS = frozenset(
 )
 
 _SINGLE = ("call-id", "cseq", "from", "to", "content-length", "max-forwards")
-_REQUIRED = ("via", "from", "to", "call-id", "cseq")
+_REQUIRED_SINGLE = ("from", "to", "call-id", "cseq")
 
 REASON_PHRASES = {
     100: "Trying",
@@ -207,8 +208,6 @@ _FOLD_RE = re.compile(r"\r\n[ \t]+")
 # LF inside a line is never allowed. The cheap class search runs first.
 _CTL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _UNPAIRED_CTL_RE = re.compile(r"(?<!\\)[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-# One header line: name and value around the first colon (trimmed later).
-_HEADER_LINE_RE = re.compile(r"\r\n([^:\r\n]*):([^\r\n]*)")
 _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
 _CALL_ID_RE = re.compile(
     r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
@@ -220,6 +219,10 @@ _DATE_RE = re.compile(
     r"[0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
 )
 _MAX_DELTA = 2**32 - 1
+_METHODS = frozenset(
+    ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "MESSAGE")
+)
+_SIMPLE_MEDIA_RE = re.compile(r"[a-z]+/[A-Za-z0-9.+\-]+")
 
 
 _NAME_CACHE: dict[str, tuple[str, str]] = {}
@@ -230,7 +233,7 @@ def _canonical(name: str) -> tuple[str, str]:
     cached = _NAME_CACHE.get(name)
     if cached is not None:
         return cached
-    result = _canonical_uncached(name)
+    result = _canonical_uncached(name.rstrip(" \t"))
     if len(_NAME_CACHE) < 2048:
         _NAME_CACHE[name] = result
     return result
@@ -310,6 +313,11 @@ class Request(_Message):
     expires: int | None = None
     contact: tuple[NameAddr, ...] = ()
     contact_star: bool = False
+    # Filled by the first build_response: the header lines every response to
+    # this request repeats (8.2.6), so a call's 100/180/480 format them once.
+    _answer: list[_AnswerBase] = field(
+        default_factory=list, init=False, compare=False, repr=False, hash=False
+    )
 
     @property
     def top_via(self) -> Via:
@@ -327,7 +335,22 @@ class Request(_Message):
 
     def with_top_via(self, via: Via) -> Request:
         """A copy whose top Via is replaced (``received``/``rport`` stamped)."""
-        return replace(self, via=(via, *self.via[1:]))
+        return Request(
+            headers=self.headers,
+            body=self.body,
+            method=self.method,
+            uri=self.uri,
+            sip_uri=self.sip_uri,
+            via=(via, *self.via[1:]),
+            from_=self.from_,
+            to=self.to,
+            call_id=self.call_id,
+            cseq=self.cseq,
+            max_forwards=self.max_forwards,
+            expires=self.expires,
+            contact=self.contact,
+            contact_star=self.contact_star,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -348,14 +371,53 @@ class Response(_Message):
     def to_bytes(self) -> bytes:
         """The wire form, with a correct Content-Length."""
         lines = [f"SIP/2.0 {self.status} {self.reason}"]
-        lines.extend(
+        lines += [
             f"{h.name}: {h.value}" for h in self.headers if h.key != "content-length"
-        )
-        lines.append(f"Content-Length: {len(self.body)}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + self.body
+        ]
+        lines.append(f"Content-Length: {len(self.body)}\r\n\r\n")
+        return "\r\n".join(lines).encode("utf-8") + self.body
 
 
-def _read_head(data: bytes) -> tuple[str, list[Header], int]:
+class _Head:
+    """A message's start line and headers, plus the ones that decide validity.
+
+    Gathered in the one pass over the header lines.
+    """
+
+    __slots__ = ("contacts", "dups", "first", "headers", "offset", "start_line", "vias")
+
+    def __init__(self, start_line: str, offset: int) -> None:
+        self.start_line = start_line
+        self.offset = offset
+        self.headers: list[Header] = []
+        self.first: dict[str, str] = {}
+        self.vias: list[str] = []
+        self.contacts: list[str] = []
+        self.dups: set[str] = set()
+
+    def content_length(self) -> int | None:
+        for key in _SINGLE:
+            if key in self.dups:
+                raise SipParseError(f"More than one {_CANONICAL[key]}")
+        cl = self.first.get("content-length")
+        return None if cl is None else _digits(cl, "Content-Length", 2**31)
+
+    def raw(self) -> RawMessage:
+        return RawMessage(start_line=self.start_line, headers=tuple(self.headers))
+
+
+_new_header = tuple.__new__
+
+
+def _check_controls(text: str) -> None:
+    crlf = text.count("\r\n")
+    if text.count("\r") != crlf or text.count("\n") != crlf:
+        raise SipParseError("Bare CR or LF in headers")
+    if _CTL_RE.search(text) and _UNPAIRED_CTL_RE.search(text):
+        raise SipParseError("Control character in headers")
+
+
+def _read_head(data: bytes) -> _Head:
     """Start line, header lines and the body offset of a message."""
     start = 0
     while data.startswith(b"\r\n", start):
@@ -364,29 +426,40 @@ def _read_head(data: bytes) -> tuple[str, list[Header], int]:
     if end < 0:
         raise SipParseError("No empty line after the headers")
     try:
-        head = data[start:end].decode("utf-8")
+        text = data[start:end].decode("utf-8")
     except UnicodeDecodeError:
         raise SipParseError("Headers are not UTF-8") from None
-    if "\r\n " in head or "\r\n\t" in head:
-        head = _FOLD_RE.sub(" ", head)
-    crlf = head.count("\r\n")
-    if head.count("\r") != crlf or head.count("\n") != crlf:
-        raise SipParseError("Bare CR or LF in headers")
-    if _CTL_RE.search(head) and _UNPAIRED_CTL_RE.search(head):
-        raise SipParseError("Control character in headers")
-    first_end = head.find("\r\n")
-    if first_end < 0:
-        return head, [], end + 4
-    start_line = head[:first_end]
-    fields = _HEADER_LINE_RE.findall(head, first_end)
-    if len(fields) != crlf:
-        raise SipParseError("Header line without colon")
-    headers: list[Header] = []
-    append = headers.append
-    for name, value in fields:
-        canon, key = _canonical(name.rstrip(" \t"))
-        append(Header(canon, value.strip(" \t"), key))
-    return start_line, headers, end + 4
+    if "\r\n " in text or "\r\n\t" in text:
+        text = _FOLD_RE.sub(" ", text)
+    if not text.replace("\r\n", "").replace("\t", "").isprintable():
+        _check_controls(text)  # the slow, exact check, only when needed
+    lines = text.split("\r\n")
+    head = _Head(lines[0], end + 4)
+    append = head.headers.append
+    first, vias, contacts = head.first, head.vias, head.contacts
+    cache = _NAME_CACHE
+    for i in range(1, len(lines)):
+        name, colon, raw_value = lines[i].partition(":")
+        if not colon:
+            raise SipParseError("Header line without colon")
+        known = cache.get(name)
+        canon, key = known if known is not None else _canonical(name)
+        value = raw_value.strip(" \t")
+        append(_new_header(Header, (canon, value, key)))
+        if key in first:
+            if key == "via":
+                vias.append(value)
+            elif key == "contact":
+                contacts.append(value)
+            else:
+                head.dups.add(key)
+        else:
+            first[key] = value
+            if key == "via":
+                vias.append(value)
+            elif key == "contact":
+                contacts.append(value)
+    return head
 
 
 def _digits(value: str, what: str, limit: int) -> int:
@@ -397,45 +470,20 @@ def _digits(value: str, what: str, limit: int) -> int:
     return int(value)
 
 
-class _Collected:
-    """The headers that decide validity, gathered in one pass."""
-
-    __slots__ = ("contact", "content_length", "first", "vias")
-
-    def __init__(self, headers: list[Header]) -> None:
-        self.first: dict[str, str] = {}
-        self.vias: list[str] = []
-        self.contact: list[str] = []
-        counts: dict[str, int] = {}
-        for h in headers:
-            key = h.key
-            if key == "via":
-                self.vias.append(h.value)
-            elif key == "contact":
-                self.contact.append(h.value)
-            elif key in self.first:
-                counts[key] = counts.get(key, 1) + 1
-            else:
-                self.first[key] = h.value
-        for key in _SINGLE:
-            if counts.get(key, 1) > 1:
-                raise SipParseError(f"More than one {_CANONICAL[key]}")
-        cl = self.first.get("content-length")
-        self.content_length = (
-            None if cl is None else _digits(cl, "Content-Length", 2**31)
-        )
-
-
 def _parse_common(
-    c: _Collected,
+    c: _Head,
 ) -> tuple[tuple[Via, ...], NameAddr, NameAddr, str, CSeq]:
-    for key in _REQUIRED:
-        if key == "via":
-            if not c.vias:
-                raise SipParseError("Missing Via")
-        elif key not in c.first:
+    if not c.vias:
+        raise SipParseError("Missing Via")
+    for key in _REQUIRED_SINGLE:
+        if key not in c.first:
             raise SipParseError(f"Missing {_CANONICAL[key]}")
-    vias = tuple(parse_via(v) for value in c.vias for v in split_list(value))
+    vias: list[Via] = []
+    for value in c.vias:
+        if "," in value:
+            vias.extend(parse_via(v) for v in split_list(value))
+        else:
+            vias.append(parse_via(value))
     call_id = c.first["call-id"]
     if _CALL_ID_RE.fullmatch(call_id) is None:
         raise SipParseError("Bad Call-ID")
@@ -444,7 +492,7 @@ def _parse_common(
         to = parse_name_addr(c.first["to"])
     except SipParseError as e:
         raise SipParseError(f"Bad From/To: {e.reason}") from None
-    return vias, from_, to, call_id, parse_cseq(c.first["cseq"])
+    return tuple(vias), from_, to, call_id, parse_cseq(c.first["cseq"])
 
 
 def _body(data: bytes, offset: int, content_length: int | None) -> bytes:
@@ -455,14 +503,12 @@ def _body(data: bytes, offset: int, content_length: int | None) -> bytes:
     return data[offset : offset + content_length]
 
 
-def _parse_request(
-    start: str, headers: list[Header], data: bytes, offset: int
-) -> Request:
-    parts = start.split(" ")
+def _parse_request(c: _Head, data: bytes) -> Request:
+    parts = c.start_line.split(" ")
     if len(parts) != 3:
         raise SipParseError("Bad request line")
     method, uri, version = parts
-    if _TOKEN_RE.fullmatch(method) is None:
+    if method not in _METHODS and _TOKEN_RE.fullmatch(method) is None:
         raise SipParseError("Bad method")
     if version.upper() != "SIP/2.0":
         if _VERSION_RE.fullmatch(version):
@@ -475,7 +521,6 @@ def _parse_request(
     sip_uri = parsed_uri if isinstance(parsed_uri, SipUri) else None
     if sip_uri is not None and sip_uri.headers:
         raise SipParseError("Request-URI must not carry headers")
-    c = _Collected(headers)
     vias, from_, to, call_id, cseq = _parse_common(c)
     if cseq.method != method:
         raise SipParseError("CSeq method does not match the request")
@@ -483,7 +528,7 @@ def _parse_request(
     expires = c.first.get("expires")
     contacts: list[NameAddr] = []
     star = False
-    for value in c.contact:
+    for value in c.contacts:
         for item in split_list(value):
             if item == "*":
                 star = True
@@ -492,7 +537,7 @@ def _parse_request(
                     contacts.append(parse_name_addr(item))
                 except SipParseError as e:
                     raise SipParseError(f"Bad Contact: {e.reason}") from None
-    if star and (contacts or len(c.contact) > 1):
+    if star and (contacts or len(c.contacts) > 1):
         raise SipParseError("Contact * mixed with other contacts")
     for na in contacts:
         exp = na.param("expires")
@@ -502,14 +547,14 @@ def _parse_request(
     if date is not None and _DATE_RE.fullmatch(date) is None:
         raise SipParseError("Bad Date")
     ctype = c.first.get("content-type")
-    if ctype is not None:
-        parse_content_type(ctype)
+    if ctype is not None and _SIMPLE_MEDIA_RE.fullmatch(ctype) is None:
+        parse_content_type(ctype)  # raises if it is really broken
     return Request(
         method=method,
         uri=uri,
         sip_uri=sip_uri,
-        headers=tuple(headers),
-        body=_body(data, offset, c.content_length),
+        headers=tuple(c.headers),
+        body=_body(data, c.offset, c.content_length()),
         via=vias,
         from_=from_,
         to=to,
@@ -524,10 +569,8 @@ def _parse_request(
     )
 
 
-def _parse_response(
-    start: str, headers: list[Header], data: bytes, offset: int
-) -> Response:
-    parts = start.split(" ", 2)
+def _parse_response(c: _Head, data: bytes) -> Response:
+    parts = c.start_line.split(" ", 2)
     if len(parts) < 2:
         raise SipParseError("Bad status line")
     version, code = parts[0], parts[1]
@@ -535,13 +578,12 @@ def _parse_response(
         raise SipParseError("Bad SIP version", 505)
     if len(code) != 3 or not code.isdigit() or not "1" <= code[0] <= "6":
         raise SipParseError("Bad status code")
-    c = _Collected(headers)
     vias, _from, to, _call_id, cseq = _parse_common(c)
     return Response(
         status=int(code),
         reason=parts[2] if len(parts) == 3 else "",
-        headers=tuple(headers),
-        body=_body(data, offset, c.content_length),
+        headers=tuple(c.headers),
+        body=_body(data, c.offset, c.content_length()),
         via=vias,
         cseq=cseq,
         to_tag=to.tag,
@@ -554,16 +596,16 @@ def parse_message(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Request | Re
     Without Content-Length the body is the rest of ``data``; a Content-Length
     beyond ``data`` is an error; bytes past it are ignored.
     """
-    start, headers, offset = _read_head(data)
+    head = _read_head(data)
     try:
         if len(data) > max_size:
             raise SipParseError("Message too large")
-        if start.startswith("SIP/"):
-            return _parse_response(start, headers, data, offset)
-        return _parse_request(start, headers, data, offset)
+        if head.start_line.startswith("SIP/"):
+            return _parse_response(head, data)
+        return _parse_request(head, data)
     except SipParseError as e:
         if e.raw is None:
-            e.raw = RawMessage(start_line=start, headers=tuple(headers))
+            e.raw = head.raw()
         raise
 
 
@@ -601,33 +643,55 @@ def build_response(
     """
     if not 100 <= status <= 699:
         raise ValueError(f"status {status} out of range")
-    to_value = request.header("To") or str(request.to)
+    cache = request._answer
+    if not cache:
+        cache.append(_answer_base(request))
+    base = cache[0]
+    to_value = base.to_value
     tag = request.to.tag
     if tag is None and to_tag is not None and status != 100:
         to_value = f"{to_value};tag={to_tag}"
         tag = to_tag
-    extra = list(headers)
+    out = [*base.before_to, _new_header(Header, ("To", to_value, "to")), *base.after_to]
     if status == 100:
         timestamp = request.header("Timestamp")
         if timestamp is not None:
-            extra.insert(0, ("Timestamp", timestamp))
+            out.append(_new_header(Header, ("Timestamp", timestamp, "timestamp")))
+    for name, value in headers:
+        out.append(_new_header(Header, (name, value, _canonical(name)[1])))
     if content_type is not None:
-        extra.append(("Content-Type", content_type))
+        out.append(_new_header(Header, ("Content-Type", content_type, "content-type")))
     return Response(
         status=status,
         reason=reason if reason is not None else REASON_PHRASES.get(status, "Unknown"),
-        headers=_response_headers(
-            (str(v) for v in request.via),
-            request.header("From") or str(request.from_),
-            to_value,
-            request.call_id,
-            str(request.cseq),
-            extra,
-        ),
+        headers=tuple(out),
         body=body,
         via=request.via,
         cseq=request.cseq,
         to_tag=tag,
+    )
+
+
+class _AnswerBase(NamedTuple):
+    before_to: tuple[Header, ...]  # Via lines and From
+    to_value: str
+    after_to: tuple[Header, ...]  # Call-ID and CSeq
+
+
+def _answer_base(request: Request) -> _AnswerBase:
+    before = [_new_header(Header, ("Via", str(v), "via")) for v in request.via]
+    before.append(
+        _new_header(
+            Header, ("From", request.header("From") or str(request.from_), "from")
+        )
+    )
+    return _AnswerBase(
+        before_to=tuple(before),
+        to_value=request.header("To") or str(request.to),
+        after_to=(
+            _new_header(Header, ("Call-ID", request.call_id, "call-id")),
+            _new_header(Header, ("CSeq", str(request.cseq), "cseq")),
+        ),
     )
 
 

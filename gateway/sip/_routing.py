@@ -65,6 +65,8 @@ class ResponseRoute:
 
 
 def _same_ip(a: str, b: str) -> bool:
+    if a == b:
+        return True
     try:
         return ipaddress.ip_address(a.strip("[]")) == ipaddress.ip_address(
             b.strip("[]")
@@ -92,6 +94,9 @@ _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 def _unicast(host: str) -> bool:
+    head = host.split(".", 1)[0]
+    if head.isdigit() and 0 < int(head) < 224 and host != "255.255.255.255":
+        return True  # the common IPv4 case without the ipaddress module
     try:
         ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:

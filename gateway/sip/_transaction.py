@@ -63,6 +63,8 @@ class TxnState(enum.Enum):
     ACCEPTED = "Accepted"
     TERMINATED = "Terminated"
 
+    __hash__ = object.__hash__  # members are singletons; Enum's hash is slow
+
 
 class _Input(enum.Enum):
     REQUEST = "retransmitted request"
@@ -75,6 +77,8 @@ class _Input(enum.Enum):
     TIMER_I = "Timer I"
     TIMER_J = "Timer J"
     TIMER_L = "Timer L"
+
+    __hash__ = object.__hash__  # members are singletons; Enum's hash is slow
 
 
 _S, _I = TxnState, _Input
@@ -144,13 +148,13 @@ def transaction_key(request: Request, method: str | None = None) -> TransactionK
     branch = via.branch
     if branch is not None and branch.startswith(MAGIC_COOKIE) and len(branch) > 7:
         return TransactionKey(branch=branch, host=via.host, port=port, method=method)
-    bare_via = via.with_params(received=None, rport=None)
+    own = tuple(p for p in via.params if p[0] not in ("received", "rport"))
     legacy = (
         request.uri,
         request.from_.tag or "",
         request.call_id,
         str(request.cseq.number),
-        f"{bare_via.transport} {bare_via.host}:{port} {bare_via.params}",
+        f"{via.transport} {via.host}:{port} {own}",
     )
     return TransactionKey(
         branch="", host=via.host, port=port, method=method, legacy=legacy

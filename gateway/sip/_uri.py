@@ -253,6 +253,7 @@ def parse_sip_uri(text: str) -> SipUri:
     )
 
 
+@lru_cache(maxsize=4096)
 def parse_uri(text: str) -> Uri:
     """Parse any URI: strict for SIP/SIPS, a syntax check for other schemes."""
     scheme, colon, _ = text.partition(":")

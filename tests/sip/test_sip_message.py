@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from gateway.sip import (
@@ -390,3 +392,14 @@ def test_via_and_split_list() -> None:
     ]
     with pytest.raises(SipParseError):
         split_list('"unterminated, x')
+
+
+def test_response_cache_follows_the_request() -> None:
+    """Responses of a copied request use the copy's values, not a stale cache."""
+    r = _req(INVITE)
+    build_response(r, 180, to_tag="t")
+    copy = dataclasses.replace(r, call_id="other@example.com")
+    wire = build_response(copy, 180, to_tag="t").to_bytes()
+    assert b"Call-ID: other@example.com\r\n" in wire
+    stamped = r.with_top_via(r.top_via.with_params(received="203.0.113.1"))
+    assert b"received=203.0.113.1" in build_response(stamped, 180).to_bytes()
