@@ -58,6 +58,10 @@ _NAME_ADDR_RE = re.compile(
     rf"|({_TOKEN}(?:[ \t]+{_TOKEN})*)[ \t]*)?<([^<>\s]*)>"
 )
 _QUOTED_RE = re.compile(_QUOTED)
+_VIA_FAST_RE = re.compile(
+    rf"SIP/2\.0/([A-Za-z]+) ({HOST})(?::([0-9]{{1,5}}))?"
+    r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*)"
+)
 _QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
 _VIA_RE = re.compile(
     rf"({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]+"
@@ -263,21 +267,33 @@ def _check_via_param(name: str, value: str | None) -> None:
 
 def parse_via(value: str) -> Via:
     """Parse one Via value (the header may hold several, see ``split_list``)."""
-    m = _VIA_RE.match(value)
-    if m is None:
-        raise SipParseError("Bad Via")
-    port = m.group(5)
-    if port is not None and int(port) > 65535:
+    m = _VIA_FAST_RE.fullmatch(value)
+    if m is not None:  # "SIP/2.0/UDP host:port;simple=params": one regex
+        transport, host, port_text, param_text = m.groups()
+        protocol = "SIP/2.0"
+        params: Params = ()
+        if param_text:
+            params = tuple(
+                (name.lower(), v if eq else None)
+                for name, eq, v in (p.partition("=") for p in param_text[1:].split(";"))
+            )
+    else:
+        m = _VIA_RE.match(value)
+        if m is None:
+            raise SipParseError("Bad Via")
+        name, version, transport, host, port_text = m.groups()
+        protocol = f"{name.upper()}/{version}"
+        params = parse_params(value, m.end())
+    if port_text is not None and int(port_text) > 65535:
         raise SipParseError("Bad Via port")
-    params = parse_params(value, m.end())
     for name, pvalue in params:
         if name in _CHECKED_VIA_PARAMS:
             _check_via_param(name, pvalue)
     return Via(
-        protocol=f"{m.group(1).upper()}/{m.group(2)}",
-        transport=m.group(3).upper(),
-        host=parse_host(m.group(4)),
-        port=int(port) if port is not None else None,
+        protocol=protocol,
+        transport=transport.upper(),
+        host=parse_host(host),
+        port=int(port_text) if port_text is not None else None,
         params=params,
     )
 
