@@ -12,6 +12,7 @@ from twisted.internet.interfaces import (
     IReactorUDP,
 )
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from gateway import __version__
 from gateway.apns import ApnsClient, ApnsSettings, CertificateAuth, TokenAuth
@@ -20,13 +21,17 @@ from gateway.config import ApnsConfig, Config, parse_proxy
 from gateway.devfiles import prepare_dev_files, read_jwt_secret
 from gateway.directory import RegistryDirectory
 from gateway.http2 import H2Agent, H2AgentReactor
-from gateway.listeners import StreamListener, tcp_endpoint
+from gateway.listeners import DatagramListener, StreamListener, tcp_endpoint
 from gateway.localpush.hub import Hub
 from gateway.localpush.server import LocalPushFactory, tls_factory
 from gateway.localpush.service import LocalPushService
 from gateway.localpush.session import SessionSettings
 from gateway.localpush.tls import ServerTLS
 from gateway.messages import Messenger
+from gateway.sip import TimerSettings, TransactionLayer, Transport
+from gateway.sipserver.application import SipApplication, SipSettings
+from gateway.sipserver.server import SipServer, SipStreamFactory, SipUdpProtocol
+from gateway.sipserver.service import SipService
 from gateway.store import DeviceStore, Registry, SQLitePersister
 
 __all__ = ["Gateway", "GatewayReactor", "build_service"]
@@ -50,7 +55,8 @@ class Gateway(MultiService):
         self.apns: ApnsClient | None = None
         self.dispatcher: Dispatcher | None = None
         self.messenger: Messenger | None = None
-        self.listeners: dict[str, StreamListener] = {}
+        self.listeners: dict[str, StreamListener | DatagramListener] = {}
+        self.sip: SipServer | None = None
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -130,6 +136,7 @@ def build_service(config: Config, reactor: GatewayReactor) -> Gateway:
     attach(_Closing(lambda: _stop_dispatcher(dispatcher)), "calls", top)
     if config.localpush.enabled:
         attach(_localpush(config, reactor, hub, top), "localpush", top)
+    attach(_sip(config, reactor, top), "sip", top)
     return top
 
 
@@ -173,6 +180,65 @@ def _localpush(
     )
     top.listeners["localpush"] = listener
     attach(listener, "listener", service)
+    return service
+
+
+def _sip(config: Config, reactor: GatewayReactor, top: Gateway) -> SipService:
+    sip = config.sip
+    layer = TransactionLayer(
+        TimerSettings(t1=sip.t1_ms / 1000, t2=sip.t2_ms / 1000, t4=sip.t4_ms / 1000)
+    )
+    server = SipServer(reactor, layer, sip.max_message_bytes)
+    assert top.dispatcher is not None and top.messenger is not None
+    assert top.registry is not None
+    app = SipApplication(
+        reactor,
+        dispatcher=top.dispatcher,
+        messenger=top.messenger,
+        registry=top.registry,
+        settings=SipSettings(
+            max_message_body_bytes=sip.max_message_body_bytes,
+            custom_headers_max_bytes=config.calls.custom_headers_max_bytes,
+            register_networks=sip.register_networks,
+            user_agent=sip.user_agent,
+        ),
+        responder=server,
+    )
+    server.app = app
+    top.sip = server
+    service = SipService(server, app)
+    if sip.udp.enabled:
+        udp = SipUdpProtocol(server)
+        server.udp = udp
+        listener: StreamListener | DatagramListener = DatagramListener(
+            "SIP UDP", reactor, sip.udp.bind, sip.udp.port, udp
+        )
+        top.listeners["sip-udp"] = listener
+        attach(listener, "udp", service)
+    streams = [
+        ("tcp", Transport.TCP, sip.tcp.enabled, sip.tcp.bind, sip.tcp.port),
+        ("tls", Transport.TLS, sip.tls.enabled, sip.tls.bind, sip.tls.port),
+    ]
+    for name, kind, enabled, bind, port in streams:
+        if not enabled:
+            continue
+        factory: Any = SipStreamFactory(
+            server,
+            kind,
+            reactor,
+            idle_timeout_s=sip.tcp_idle_timeout_s,
+            max_connections=sip.tcp_max_connections,
+        )
+        if kind is Transport.TLS:
+            assert sip.tls.cert is not None and sip.tls.key is not None
+            factory = TLSMemoryBIOFactory(
+                ServerTLS(sip.tls.cert, sip.tls.key), False, factory
+            )
+        listener = StreamListener(
+            f"SIP {name.upper()}", tcp_endpoint(reactor, bind, port), factory
+        )
+        top.listeners[f"sip-{name}"] = listener
+        attach(listener, name, service)
     return service
 
 

@@ -12,16 +12,19 @@ import ipaddress
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
     IReactorTCP,
+    IReactorUDP,
     IStreamServerEndpoint,
 )
+from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-__all__ = ["ListenError", "StreamListener", "tcp_endpoint"]
+__all__ = ["DatagramListener", "ListenError", "StreamListener", "tcp_endpoint"]
 
 
 class ListenError(Exception):
@@ -76,6 +79,69 @@ class StreamListener(Service):
         if not IListeningPort.providedBy(outcome):
             raise ListenError(f"{self.label} cannot listen: endpoint did not bind")
         self.port = outcome
+        host, number = self.address or ("?", 0)
+        self.log.info(
+            "{label} listening on {host}:{port}",
+            label=self.label,
+            host=host,
+            port=number,
+        )
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        port, self.port = self.port, None
+        stopped = port.stopListening() if port is not None else None
+        return stopped if stopped is not None else succeed(None)
+
+
+class DatagramListener(Service):
+    """A UDP port as a service; binds in ``privilegedStartService``."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        label: str,
+        reactor: IReactorUDP,
+        bind: str,
+        port: int,
+        protocol: DatagramProtocol,
+    ) -> None:
+        self.label = label
+        self._reactor = reactor
+        self._bind = bind
+        self._port_number = port
+        self._protocol = protocol
+        self.port: IListeningPort | None = None
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) once bound."""
+        if self.port is None:
+            return None
+        addr = self.port.getHost()
+        return (addr.host, addr.port)  # type: ignore[attr-defined]
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+        self._listen()
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self._listen()
+
+    def _listen(self) -> None:
+        if self.port is not None:
+            return
+        try:
+            self.port = self._reactor.listenUDP(
+                self._port_number,
+                self._protocol,
+                interface=self._bind,
+                maxPacketSize=65_535,
+            )
+        except CannotListenError as e:
+            raise ListenError(f"{self.label} cannot listen: {e}") from None
         host, number = self.address or ("?", 0)
         self.log.info(
             "{label} listening on {host}:{port}",

@@ -1,0 +1,3 @@
+"""The SIP front: the transaction user and its Twisted transports."""
+
+from __future__ import annotations
