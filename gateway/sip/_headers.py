@@ -14,6 +14,7 @@ from functools import lru_cache
 
 from gateway.sip._errors import SipParseError
 from gateway.sip._uri import (
+    CACHED_VALUE_LENGTH,
     HOST,
     SipUri,
     Uri,
@@ -236,17 +237,11 @@ class Via:
         )
 
     def __str__(self) -> str:
-        return _via_text(self)
-
-
-@lru_cache(maxsize=1024)
-def _via_text(via: Via) -> str:
-    """Wire form of a Via; cached, as each response of a call repeats it."""
-    port = f":{via.port}" if via.port is not None else ""
-    return (
-        f"{via.protocol}/{via.transport} {format_host(via.host)}{port}"
-        f"{_format_params(via.params)}"
-    )
+        port = f":{self.port}" if self.port is not None else ""
+        return (
+            f"{self.protocol}/{self.transport} {format_host(self.host)}{port}"
+            f"{_format_params(self.params)}"
+        )
 
 
 _CHECKED_VIA_PARAMS = frozenset({"ttl", "rport", "received", "branch", "maddr"})
@@ -359,14 +354,25 @@ class NameAddr:
         return f"{name}<{self.uri}>{_format_params(self.params)}"
 
 
-@lru_cache(maxsize=4096)
 def parse_name_addr(value: str) -> NameAddr:
     """Parse ``"Name" <uri>;params``, ``Name <uri>`` or a bare addr-spec.
 
     A bare addr-spec ends at the first ``;``, whose parameters belong to the
     header, so it may not hold ``;``, ``?`` or ``,`` (RFC 3261 20.10).
-    Cached: To, Contact and P-Asserted-Identity values recur per user.
+    Short values are cached: To, Contact and P-Asserted-Identity recur per
+    user; long ones are not, so a peer cannot pin much memory in the cache.
     """
+    if len(value) <= CACHED_VALUE_LENGTH:
+        return _parse_name_addr_cached(value)
+    return _parse_name_addr(value)
+
+
+@lru_cache(maxsize=4096)
+def _parse_name_addr_cached(value: str) -> NameAddr:
+    return _parse_name_addr(value)
+
+
+def _parse_name_addr(value: str) -> NameAddr:
     m = _NAME_ADDR_RE.match(value)
     if m is not None:
         (

@@ -234,7 +234,7 @@ def _canonical(name: str) -> tuple[str, str]:
     if cached is not None:
         return cached
     result = _canonical_uncached(name.rstrip(" \t"))
-    if len(_NAME_CACHE) < 2048:
+    if len(_NAME_CACHE) < 2048 and len(name) <= 64:
         _NAME_CACHE[name] = result
     return result
 

@@ -17,6 +17,7 @@ from gateway.aor import normalize_aor
 from gateway.sip._errors import SipParseError
 
 __all__ = [
+    "CACHED_VALUE_LENGTH",
     "AbsoluteUri",
     "PushParams",
     "SipUri",
@@ -50,6 +51,10 @@ _SIP_URI_RE = re.compile(
 )
 _BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _BAD_HOSTNAME_RE = re.compile(r"\.\.|-\.|\.-")
+# Values up to this length go through the LRU caches (4,096 entries each),
+# which therefore hold at most a few MB whatever peers send.
+CACHED_VALUE_LENGTH = 256
+
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 # absoluteURI: scheme ":" then uric characters; we accept any visible ASCII
 # except the delimiters that cannot appear unescaped in a URI.
@@ -224,13 +229,23 @@ class AbsoluteUri:
 Uri = SipUri | AbsoluteUri
 
 
-@lru_cache(maxsize=4096)
 def parse_sip_uri(text: str) -> SipUri:
     """Parse a ``sip:``/``sips:`` URI or raise ``SipParseError``.
 
-    Cached: the same callee and caller URIs recur call after call, and the
-    result is immutable.
+    Short URIs are cached: the same callee and caller URIs recur call after
+    call, and the result is immutable.
     """
+    if len(text) <= CACHED_VALUE_LENGTH:
+        return _parse_sip_uri_cached(text)
+    return _parse_sip_uri(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_sip_uri_cached(text: str) -> SipUri:
+    return _parse_sip_uri(text)
+
+
+def _parse_sip_uri(text: str) -> SipUri:
     m = _SIP_URI_RE.fullmatch(text)
     if m is None or ("%" in text and _BAD_ESCAPE_RE.search(text)):
         raise SipParseError(f"Bad SIP URI {text[:80]}")
@@ -253,15 +268,25 @@ def parse_sip_uri(text: str) -> SipUri:
     )
 
 
-@lru_cache(maxsize=4096)
 def parse_uri(text: str) -> Uri:
     """Parse any URI: strict for SIP/SIPS, a syntax check for other schemes."""
+    if len(text) <= CACHED_VALUE_LENGTH:
+        return _parse_uri_cached(text)
+    return _parse_uri(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_uri_cached(text: str) -> Uri:
+    return _parse_uri(text)
+
+
+def _parse_uri(text: str) -> Uri:
     scheme, colon, _ = text.partition(":")
     if not colon or _SCHEME_RE.fullmatch(scheme) is None:
         raise SipParseError(f"Bad URI {text[:80]}")
     lower = scheme.lower()
     if lower in ("sip", "sips"):
-        return parse_sip_uri(text)
+        return _parse_sip_uri(text)
     if _OPAQUE_RE.fullmatch(text) is None:
         raise SipParseError(f"Bad URI {text[:80]}")
     return AbsoluteUri(scheme=lower, value=text)
