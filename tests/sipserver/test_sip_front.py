@@ -1,0 +1,414 @@
+"""The SIP front (calls.md "Requests") through the real transaction layer.
+
+Bytes in through ``SipServer.receive``, responses captured at the UDP send,
+devices and APNs faked (tests/gw_fakes.py), time on ``task.Clock``.
+"""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+from gw_fakes import FakeApns, FakeHub
+from twisted.internet.task import Clock
+
+from gateway.apns import Delivered
+from gateway.calls.dispatcher import Dispatcher, DispatcherSettings
+from gateway.localpush.frames import CallCancelFrame, CallFrame, MessageFrame
+from gateway.messages import Messenger
+from gateway.sip import (
+    Response,
+    TimerSettings,
+    TransactionLayer,
+    Transport,
+    parse_message,
+)
+from gateway.sipserver.application import SipApplication, SipSettings
+from gateway.sipserver.server import SipServer
+from gateway.store import Device, MemoryPersister, Registry
+
+AOR = "sip:bob@example.com"
+PEER = ("127.0.0.1", 5070)
+
+
+class CaptureUdp:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def send(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sent.append((data, addr))
+
+
+@attrs.define
+class Front:
+    clock: Clock
+    registry: Registry
+    hub: FakeHub
+    apns: FakeApns
+    dispatcher: Dispatcher
+    app: SipApplication
+    server: SipServer
+    udp: CaptureUdp
+    seen: int = 0
+
+    def send(self, data: bytes, source: tuple[str, int] = PEER) -> None:
+        self.server.receive(data, Transport.UDP, source)
+
+    def responses(self) -> list[Response]:
+        """Responses sent since the last call."""
+        new = self.udp.sent[self.seen :]
+        self.seen = len(self.udp.sent)
+        out = []
+        for data, _ in new:
+            message = parse_message(data)
+            assert isinstance(message, Response)
+            out.append(message)
+        return out
+
+    def statuses(self) -> list[int]:
+        return [r.status for r in self.responses()]
+
+
+@pytest.fixture
+def front() -> Front:
+    clock = Clock()
+    clock.advance(1000)
+    registry = Registry(MemoryPersister(), clock)
+    registry.load()
+    registry.put_device(Device("phone", (AOR,), "aa" * 32, "bb" * 32, "com.x"))
+    hub, apns = FakeHub(), FakeApns()
+    dispatcher = Dispatcher(
+        clock,
+        registry,
+        hub,
+        apns,
+        DispatcherSettings(ring_timeout_s=30, bundle_id="com.x"),
+    )
+    messenger = Messenger(
+        clock, registry, hub, apns, ttl_s=600, ack_timeout_s=3, bundle_id="com.x"
+    )
+    server = SipServer(clock, TransactionLayer(TimerSettings()), 65_535)
+    app = SipApplication(
+        clock,
+        dispatcher=dispatcher,
+        messenger=messenger,
+        registry=registry,
+        settings=SipSettings(max_message_body_bytes=100, custom_headers_max_bytes=40),
+        responder=server,
+    )
+    udp = CaptureUdp()
+    server.app = app
+    server.udp = udp  # type: ignore[assignment]
+    return Front(clock, registry, hub, apns, dispatcher, app, server, udp)
+
+
+def request(
+    method: str,
+    uri: str = AOR,
+    *,
+    branch: str = "z9hG4bK-1",
+    call_id: str = "c1@test",
+    cseq: int = 1,
+    headers: str = "",
+    body: bytes = b"",
+    to: str | None = None,
+) -> bytes:
+    head = (
+        f"{method} {uri} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        'From: "Alice" <sip:+4930123@core.example.com>;tag=from1\r\n'
+        f"To: {to or f'<{uri}>'}\r\n"
+        f"Call-ID: {call_id}\r\n"
+        f"CSeq: {cseq} {method}\r\n"
+        f"{headers}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def test_options_200_with_allow_and_accept(front: Front) -> None:
+    """OPTIONS (the core's health check): 200 with Allow and Accept."""
+    front.send(request("OPTIONS", "sip:gw@127.0.0.1"))
+    [response] = front.responses()
+    assert response.status == 200
+    assert "INVITE" in (response.header("Allow") or "")
+    assert "text/plain" in (response.header("Accept") or "")
+
+
+def test_unknown_aor_100_then_404_with_push_status(front: Front) -> None:
+    """INVITE to an AOR without devices: 100 at once, then 404, X-Push-Status none."""
+    front.send(request("INVITE", "sip:nobody@example.com"))
+    r100, r404 = front.responses()
+    assert (r100.status, r404.status) == (100, 404)
+    assert r100.header("X-Push-Status") is None
+    assert r404.header("X-Push-Status") == "none"
+
+
+def test_invite_rings_over_local_push_then_cancel_answered_elsewhere(
+    front: Front,
+) -> None:
+    """Online device: call frame, ack -> 180; CANCEL cause=200 -> 200/487, no alert."""
+    front.hub.online.add("phone")
+    front.send(
+        request(
+            "INVITE",
+            headers=(
+                'P-Asserted-Identity: "Alice Doe" <sip:+4930999@core.example.com>\r\n'
+                "X-Customer-Id: 42\r\nX-Too-Long: " + "y" * 50 + "\r\n"
+            ),
+        )
+    )
+    assert front.statuses() == [100]
+    [(device_id, frame, _)] = front.hub.sent
+    assert device_id == "phone"
+    assert isinstance(frame, CallFrame)
+    assert (frame.caller.handle, frame.caller.display_name) == ("+4930999", "Alice Doe")
+    assert frame.headers == (("X-Customer-Id", "42"),)  # the rest is over 40 bytes
+    front.hub.ack(0)
+    [ringing] = front.responses()
+    assert (ringing.status, ringing.header("X-Push-Status")) == (180, "local;acked")
+    front.send(
+        request(
+            "CANCEL",
+            headers='Reason: SIP;cause=200;text="Call completed elsewhere"\r\n',
+        )
+    )
+    statuses = {(r.status, r.cseq.method if r.cseq else "") for r in front.responses()}
+    assert statuses == {(200, "CANCEL"), (487, "INVITE")}
+    [(_, cancel, _)] = front.hub.sent[1:]
+    assert cancel == CallCancelFrame(call_id=frame.call_id, reason="answered_elsewhere")
+    front.hub.ack(1)
+    assert front.apns.pushes == []  # answered elsewhere is not a missed call
+
+
+def test_retransmitted_invite_is_one_call(front: Front) -> None:
+    """A retransmitted INVITE is absorbed: one frame, the last response again."""
+    front.hub.online.add("phone")
+    front.send(request("INVITE"))
+    front.hub.ack(0)
+    assert front.statuses() == [100, 180]
+    front.send(request("INVITE"))
+    front.send(request("INVITE"))
+    assert len(front.hub.sent) == 1
+    assert front.statuses() == [180, 180]
+
+
+def test_offline_device_pushed_then_ring_timeout_480(front: Front) -> None:
+    """No session: VoIP push, 200 -> 180 apns;accepted; ring timeout -> 480 + alert."""
+    front.send(request("INVITE"))
+    [(push, _)] = front.apns.pushes
+    assert push.topic == "com.x.voip"
+    front.apns.answer(0, Delivered("apns-id"))
+    assert [(r.status, r.header("X-Push-Status")) for r in front.responses()] == [
+        (100, None),
+        (180, "apns;accepted"),
+    ]
+    front.clock.advance(30)
+    [final] = front.responses()
+    assert (final.status, final.header("X-Push-Status")) == (480, "apns;accepted")
+    [(alert, _)] = front.apns.pushes[1:]
+    assert alert.push_type.value == "alert"
+    front.send(request("ACK"))
+    front.clock.advance(64)
+    assert front.responses() == []  # ACK stopped the 480's retransmissions
+
+
+def test_expires_header_caps_ring_timeout(front: Front) -> None:
+    """An INVITE's Expires shortens the ring."""
+    front.hub.online.add("phone")
+    front.send(request("INVITE", headers="Expires: 5\r\n"))
+    front.hub.ack(0)
+    front.responses()
+    front.clock.advance(5)
+    assert front.statuses() == [480]
+
+
+def test_decline_is_603(front: Front) -> None:
+    """call_event declined from the device: 603 Decline."""
+    front.hub.online.add("phone")
+    front.send(request("INVITE"))
+    front.hub.ack(0)
+    call_id = front.hub.sent[0][1].call_id  # type: ignore[union-attr]
+    front.dispatcher.on_call_event("phone", call_id, "declined")
+    assert front.statuses() == [100, 180, 603]
+
+
+def test_cancel_without_reason_is_missed_call(front: Front) -> None:
+    """CANCEL without Reason: remote_ended, and a missed-call alert when offline."""
+    front.send(request("INVITE"))
+    front.apns.answer(0, Delivered("x"))
+    front.send(request("CANCEL"))
+    assert sorted(front.statuses()) == [100, 180, 200, 487]
+    assert [p.push_type.value for p, _ in front.apns.pushes] == ["voip", "alert"]
+
+
+def test_cancel_for_unknown_transaction_481(front: Front) -> None:
+    """CANCEL matching no INVITE: 481."""
+    front.send(request("CANCEL", branch="z9hG4bK-nothing"))
+    assert front.statuses() == [481]
+
+
+def test_in_dialog_invite_481_and_tel_uri_416(front: Front) -> None:
+    """We hold no dialogs: a To-tagged INVITE is 481; a tel: Request-URI is 416."""
+    front.send(request("INVITE", to=f"<{AOR}>;tag=x"))
+    assert front.statuses() == [100, 481]
+    front.send(request("INVITE", "tel:+4930123", branch="z9hG4bK-2", call_id="c2"))
+    assert front.statuses() == [100, 416]
+
+
+def test_unknown_method_405_and_require_420(front: Front) -> None:
+    """Unknown methods get 405 with Allow; unsupported Require gets 420."""
+    front.send(request("SUBSCRIBE"))
+    [r] = front.responses()
+    assert (r.status, r.header("Allow") is not None) == (405, True)
+    front.send(request("OPTIONS", branch="z9hG4bK-3", headers="Require: 100rel\r\n"))
+    [r] = front.responses()
+    assert (r.status, r.header("Unsupported")) == (420, "100rel")
+
+
+def _register(contact: str, branch: str = "z9hG4bK-r", headers: str = "") -> bytes:
+    return request(
+        "REGISTER",
+        "sip:example.com",
+        to=f"<{AOR}>",
+        branch=branch,
+        call_id=branch,
+        headers=f"Contact: {contact}\r\n{headers}",
+    )
+
+
+def test_register_apns_and_lpc_bindings(front: Front) -> None:
+    """RFC 8599 contacts bind; 200 lists them; expires=0 removes one."""
+    token = "ab" * 32
+    front.send(
+        _register(
+            f"<sip:bob@10.0.0.1;pn-provider=apns;pn-prid={token};"
+            "pn-param=TEAMID.com.x.voip>;expires=600"
+        )
+    )
+    [r] = front.responses()
+    assert r.status == 200
+    contacts = r.header_values("Contact")
+    assert any(f"pn-prid={token}" in c and "expires=600" in c for c in contacts)
+    front.send(
+        _register("<sip:bob@10.0.0.2;pn-provider=lpc;pn-prid=ipad-7>", "z9hG4bK-r2")
+    )
+    [r] = front.responses()
+    assert len(r.header_values("Contact")) == 2
+    assert {
+        b.provider for b in front.registry.bindings_for_aor(AOR, front.clock.seconds())
+    } == {
+        "apns",
+        "lpc",
+    }
+    front.send(
+        _register(
+            "<sip:bob@10.0.0.2;pn-provider=lpc;pn-prid=ipad-7>;expires=0", "z9hG4bK-r3"
+        )
+    )
+    [r] = front.responses()
+    assert [c for c in r.header_values("Contact") if "lpc" in c] == []
+    front.send(_register("*", "z9hG4bK-r4", headers="Expires: 0\r\n"))
+    assert front.statuses() == [200]
+    assert front.registry.bindings_for_aor(AOR, front.clock.seconds()) == []
+
+
+@pytest.mark.parametrize(
+    ("contact", "source", "status"),
+    [
+        ("<sip:bob@10.0.0.1>", PEER, 403),  # no push parameters: we are no registrar
+        ("<sip:bob@10.0.0.1;pn-provider=apns;pn-prid=zz>", PEER, 400),
+        ("<sip:bob@10.0.0.1;pn-provider=fcm;pn-prid=abc>", PEER, 403),
+        ("<sip:bob@10.0.0.1;pn-provider=lpc;pn-prid=ok-1>", ("192.0.2.9", 5060), 403),
+    ],
+)
+def test_register_refusals(
+    front: Front, contact: str, source: tuple[str, int], status: int
+) -> None:
+    """No pn- parameters, a bad token, another provider, or a foreign network."""
+    front.send(_register(contact), source)
+    [r] = (
+        front.responses() if source == PEER else [parse_message(front.udp.sent[-1][0])]
+    )
+    assert isinstance(r, Response)
+    assert r.status == status
+
+
+def test_message_202_stored_and_framed(front: Front) -> None:
+    """MESSAGE text/plain: stored (202) and sent as a message frame."""
+    front.hub.online.add("phone")
+    front.send(
+        request("MESSAGE", headers="Content-Type: text/plain\r\n", body=b"hello")
+    )
+    assert front.statuses() == [202]
+    [(_, frame, _)] = front.hub.sent
+    assert isinstance(frame, MessageFrame)
+    assert (frame.body, frame.sender.handle) == ("hello", "+4930123")
+    assert len(front.registry.pending_messages("phone", front.clock.seconds())) == 1
+
+
+@pytest.mark.parametrize(
+    ("uri", "headers", "body", "status"),
+    [
+        (AOR, "Content-Type: application/json\r\n", b"{}", 415),
+        (AOR, "", b"x", 415),
+        (AOR, "Content-Type: text/plain\r\n", b"x" * 101, 413),
+        ("sip:nobody@example.com", "Content-Type: text/plain\r\n", b"x", 404),
+        (AOR, "Content-Type: text/plain\r\n", b"\xff\xfe", 400),
+    ],
+)
+def test_message_refusals(
+    front: Front, uri: str, headers: str, body: bytes, status: int
+) -> None:
+    """Wrong type 415, too long 413, unknown AOR 404, not UTF-8 400."""
+    front.send(request("MESSAGE", uri, headers=headers, body=body))
+    assert front.statuses() == [status]
+
+
+def test_bad_request_gets_400_and_garbage_is_dropped(front: Front) -> None:
+    """Missing Call-ID: 400 with a reason; unparseable junk: dropped and counted."""
+    bad = request("OPTIONS").replace(b"Call-ID: c1@test\r\n", b"")
+    front.send(bad)
+    assert front.statuses() == []  # no Call-ID: no response can be routed
+    assert front.server.stats["dropped"] == 1
+    front.send(b"\x00\x01garbage\r\n\r\n")
+    assert front.statuses() == []
+    assert front.server.stats["dropped"] == 2
+    mismatch = request("OPTIONS", branch="z9hG4bK-m").replace(
+        b"CSeq: 1 OPTIONS", b"CSeq: 1 INVITE"
+    )
+    front.send(mismatch)
+    [r] = front.responses()
+    assert r.status == 400
+    assert "CSeq" in r.reason
+    assert front.server.stats["bad"] == 3
+    front.send(request("OPTIONS", branch="z9hG4bK-ok"))
+    assert front.statuses() == [200]  # still serving
+
+
+def test_responses_from_peers_are_ignored(front: Front) -> None:
+    """We are a UAS only: an incoming response is counted and dropped."""
+    front.send(
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bK-x\r\n"
+        b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    assert front.responses() == []
+    assert front.server.stats["responses_ignored"] == 1
+
+
+def test_shutdown_answers_pending_invites_503(front: Front) -> None:
+    """Graceful stop: pending INVITEs get 503 + Retry-After, new ones too."""
+    front.hub.online.add("phone")
+    front.send(request("INVITE"))
+    front.hub.ack(0)
+    front.responses()
+    front.app.shutdown(5)
+    [r] = front.responses()
+    assert (r.status, r.header("Retry-After"), r.header("X-Push-Status")) == (
+        503,
+        "5",
+        "local;acked",
+    )
+    front.send(request("INVITE", branch="z9hG4bK-new", call_id="c9"))
+    assert front.statuses() == [100, 503]
