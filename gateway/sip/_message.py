@@ -207,6 +207,7 @@ _FOLD_RE = re.compile(r"\r\n[ \t]+")
 # Control characters are only allowed as a quoted-pair ("\" CTL); bare CR or
 # LF inside a line is never allowed. The cheap class search runs first.
 _CTL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CTL_ANY_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _UNPAIRED_CTL_RE = re.compile(r"(?<!\\)[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
 _CALL_ID_RE = re.compile(
@@ -328,6 +329,15 @@ class Request(_Message):
     def aor(self) -> str | None:
         """The Request-URI as an address of record, ``None`` if not SIP."""
         return self.sip_uri.aor if self.sip_uri is not None else None
+
+    def to_bytes(self) -> bytes:
+        """The wire form (for tests and tools), Content-Length from ``body``."""
+        lines = [f"{self.method} {self.uri} SIP/2.0"]
+        lines += [
+            f"{h.name}: {h.value}" for h in self.headers if h.key != "content-length"
+        ]
+        lines.append(f"Content-Length: {len(self.body)}\r\n\r\n")
+        return "\r\n".join(lines).encode("utf-8") + self.body
 
     def x_headers(self) -> list[Header]:
         """``X-`` headers in order, as sent (for ``call.headers``)."""
@@ -736,7 +746,8 @@ def build_error_response(
     to_value = first["to"]
     if to_tag is not None and ";tag=" not in to_value.replace(" ", "").lower():
         to_value = f"{to_value};tag={to_tag}"
-    reason = error.reason.replace("\r", " ").replace("\n", " ")
+    # Reason-Phrase allows no control characters; keep it short as well.
+    reason = _CTL_ANY_RE.sub("?", error.reason)[:120]
     return Response(
         status=error.status,
         reason=reason,

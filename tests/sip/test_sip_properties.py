@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import rfc4475_messages as m
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -9,9 +11,11 @@ from hypothesis import strategies as st
 from gateway.sip import (
     Request,
     SipParseError,
+    SipUri,
     build_error_response,
     build_response,
     parse_message,
+    parse_sip_uri,
 )
 
 SAMPLES = [*m.VALID.values(), *m.INVALID.values()]
@@ -82,3 +86,40 @@ def test_random_header_values(value: str) -> None:
         end = base.index(b"\r\n", start)
         data = base[:start] + value.encode("utf-8", "surrogatepass") + base[end:]
         _parse_or_error(data)
+
+
+_USER = st.text(
+    st.characters(min_codepoint=0, max_codepoint=0x2FF, exclude_categories=("Cs",)),
+    min_size=1,
+    max_size=12,
+)
+_NAME = st.from_regex(r"[a-z][a-z0-9\-]{0,8}", fullmatch=True)
+
+
+@_SETTINGS
+@given(
+    _USER,
+    st.sampled_from(["example.com", "192.0.2.1", "2001:db8::1"]),
+    st.none() | st.integers(min_value=1, max_value=65535),
+    st.lists(st.tuples(_NAME, st.none() | _USER), max_size=3, unique_by=lambda p: p[0]),
+)
+def test_sip_uri_round_trip(
+    user: str, host: str, port: int | None, params: list[tuple[str, str | None]]
+) -> None:
+    """Any user part and parameters survive str() and parse_sip_uri()."""
+    uri = SipUri(user=user, host=host, port=port, params=tuple(params))
+    assert parse_sip_uri(str(uri)) == uri
+
+
+def test_request_round_trip() -> None:
+    """Request.to_bytes() re-parses to an equal request."""
+    for data in (m.WSINV, m.INTMETH, m.ESC01, m.LONGREQ, m.MPART01):
+        first = parse_message(data)
+        assert isinstance(first, Request)
+        again = parse_message(first.to_bytes())
+        assert isinstance(again, Request)
+        # Content-Length moves to the end; everything else is equal.
+        assert [h for h in again.headers if h.key != "content-length"] == [
+            h for h in first.headers if h.key != "content-length"
+        ]
+        assert replace(again, headers=()) == replace(first, headers=())
