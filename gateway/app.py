@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
@@ -57,11 +59,41 @@ class Gateway(MultiService):
         self.messenger: Messenger | None = None
         self.listeners: dict[str, StreamListener | DatagramListener] = {}
         self.sip: SipServer | None = None
+        # What SIGHUP re-reads, by what it is; each reads its files again.
+        self.reloaders: dict[str, Callable[[], None]] = {}
+        self.handle_sighup = False  # set by the twistd plugin, not by tests
+
+    def reload(self) -> dict[str, str]:
+        """Re-read certificates, credentials, secrets and keys; sessions stay.
+
+        A file that fails to load leaves the old value in place and is
+        reported; the others still reload.
+        """
+        results: dict[str, str] = {}
+        for what, reload in self.reloaders.items():
+            try:
+                reload()
+            except Exception as e:  # noqa: BLE001 - keep the old value, report
+                results[what] = f"failed: {e}"
+                self.log.error(
+                    "Reload of {what} failed, keeping the old one: {error}",
+                    what=what,
+                    error=str(e),
+                )
+            else:
+                results[what] = "reloaded"
+                self.log.info("Reloaded {what}", what=what)
+        return results
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         # twistd starts services before the reactor runs; ready means running.
         self.reactor.callWhenRunning(self._ready)
+        if self.handle_sighup:
+            signal.signal(signal.SIGHUP, self._sighup)
+
+    def _sighup(self, signum: int, frame: object) -> None:
+        self.reactor.callFromThread(self.reload)
 
     def _ready(self) -> None:
         self.log.info(
@@ -169,10 +201,16 @@ def _localpush(
         hub=hub,
         clock=reactor,
     )
+    secret_file = lp.jwt_secret_file
+    top.reloaders["device JWT secret"] = lambda: factory.set_secret(
+        read_jwt_secret(secret_file)
+    )
     service = LocalPushService(hub, lp.shutdown_window_s)
     if lp.transport == "tls":
         assert lp.cert is not None and lp.key is not None
-        wrapped: Any = tls_factory(factory, ServerTLS(lp.cert, lp.key))
+        tls = ServerTLS(lp.cert, lp.key)
+        top.reloaders["local push TLS certificate"] = tls.reload
+        wrapped: Any = tls_factory(factory, tls)
     else:
         wrapped = factory
     listener = StreamListener(
@@ -231,9 +269,9 @@ def _sip(config: Config, reactor: GatewayReactor, top: Gateway) -> SipService:
         )
         if kind is Transport.TLS:
             assert sip.tls.cert is not None and sip.tls.key is not None
-            factory = TLSMemoryBIOFactory(
-                ServerTLS(sip.tls.cert, sip.tls.key), False, factory
-            )
+            tls = ServerTLS(sip.tls.cert, sip.tls.key)
+            top.reloaders["SIP TLS certificate"] = tls.reload
+            factory = TLSMemoryBIOFactory(tls, False, factory)
         listener = StreamListener(
             f"SIP {name.upper()}", tcp_endpoint(reactor, bind, port), factory
         )
@@ -242,12 +280,11 @@ def _sip(config: Config, reactor: GatewayReactor, top: Gateway) -> SipService:
     return service
 
 
-def _apns(
-    apns: ApnsConfig, reactor: GatewayReactor, registry: DeviceStore, top: Gateway
-) -> ApnsClient | None:
-    """The APNs client, or None when ``apns.auth = "disabled"``."""
-    if apns.auth == "disabled":
-        return None
+def _apns_credentials(
+    apns: ApnsConfig, reactor: GatewayReactor
+) -> tuple[TokenAuth | CertificateAuth, H2Agent]:
+    """Read the credential files and build the agent that goes with them
+    (certificate auth presents the certificate on the TLS connection)."""
     auth: TokenAuth | CertificateAuth
     client_certificate = None
     if apns.auth == "token":
@@ -273,6 +310,17 @@ def _apns(
         request_timeout=apns.request_timeout_s,
         max_queued=apns.max_queued,
     )
+    return auth, agent
+
+
+def _apns(
+    apns: ApnsConfig, reactor: GatewayReactor, registry: DeviceStore, top: Gateway
+) -> ApnsClient | None:
+    """The APNs client, or None when ``apns.auth = "disabled"``."""
+    if apns.auth == "disabled":
+        return None
+    auth, agent = _apns_credentials(apns, reactor)
+    agents = [agent]
     client = ApnsClient(
         reactor,
         agent,
@@ -291,8 +339,26 @@ def _apns(
         on_token_rejected=lambda token, reason: _forget_token(registry, token),
     )
 
+    def reload() -> None:
+        new_auth, new_agent = _apns_credentials(apns, reactor)
+        if isinstance(new_auth, TokenAuth):
+            # The connection carries no credential: keep it, swap the signer.
+            new_agent.close()
+            client.replace_credentials(new_auth)
+            return
+        client.replace_credentials(new_auth, new_agent)
+        old = agents[-1]
+        agents.append(new_agent)
+        # Let pushes in flight on the old connection finish first; a stop
+        # before then closes it with the others.
+        reactor.callLater(apns.request_timeout_s + 1, old.close)
+
+    top.reloaders["APNs credentials"] = reload
+
     def close() -> Deferred[Any]:
-        return gatherResults([client.close(), agent.close()], consumeErrors=True)
+        return gatherResults(
+            [client.close(), *(a.close() for a in agents)], consumeErrors=True
+        )
 
     attach(_Closing(close), "apns", top)
     return client

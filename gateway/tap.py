@@ -38,4 +38,6 @@ def makeService(options: Options) -> IService:
 
     config: Config = options["parsed"]
     logging.configure(config.log)
-    return build_service(config, cast(GatewayReactor, reactor))
+    gateway = build_service(config, cast(GatewayReactor, reactor))
+    gateway.handle_sighup = True
+    return gateway

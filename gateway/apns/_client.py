@@ -248,6 +248,13 @@ class ApnsClient:
         self._drain()
         return job.result
 
+    def replace_credentials(self, auth: ApnsAuth, agent: IAgent | None = None) -> None:
+        """New credentials (SIGHUP): pushes from now on use ``auth`` and, for
+        certificate auth, the ``agent`` that presents the new certificate."""
+        self._auth = auth
+        if agent is not None:
+            self._http = HTTPClient(agent, data_to_body_producer=_to_producer)
+
     def close(self) -> Deferred[None]:
         """Stop for service shutdown; fires once no push is in flight.
 

@@ -38,6 +38,11 @@ class LocalPushFactory(Factory):
         self._clock = clock
         self._id_factory = id_factory
 
+    def set_secret(self, secret: bytes) -> None:
+        """A new device-token secret for sessions from now on (SIGHUP);
+        sessions already past their hello stay up."""
+        self._secret = secret
+
     def buildProtocol(self, addr: IAddress | None) -> LocalPushProtocol:
         """A new device connection."""
         proto = LocalPushProtocol(
