@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.sip import (
     Absorbed,
@@ -282,3 +284,55 @@ def test_stale_timers_are_skipped() -> None:
     layer.receive(_req("ACK", to_tag=";tag=t"), Transport.UDP, SRC, 0.1)
     assert layer.tick(4.0) == []
     assert layer.next_deadline() == pytest.approx(5.1)
+
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["invite", "tick", "1xx", "final", "2xx", "ack", "cancel"]),
+        st.floats(min_value=0.0, max_value=2.0),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200)
+@given(_OPS, st.sampled_from([Transport.UDP, Transport.TCP]))
+def test_one_invite_reaches_the_tu_once(
+    ops: list[tuple[str, float]], transport: Transport
+) -> None:
+    """Property: retransmissions, ACKs and timers never re-deliver an INVITE."""
+    layer = TransactionLayer()
+    now = 0.0
+    actions = layer.receive(_req(), transport, SRC, now)
+    invite = _new(actions)
+    delivered = 1
+    final_sent: bytes | None = None
+    for op, dt in ops:
+        now += dt
+        if now >= 30.0:  # a UAC gives up retransmitting by Timer B (32 s)
+            break
+        state = layer.state(invite.key)
+        if op == "invite" and state not in (TxnState.CONFIRMED, None):
+            actions = layer.receive(_req(), transport, SRC, now)
+            sent = [a.data for a in actions if isinstance(a, Send)]
+            if state is TxnState.COMPLETED:
+                assert sent == [final_sent]
+        elif op == "tick":
+            actions = layer.tick(now)
+        elif op in ("1xx", "final", "2xx") and state is TxnState.PROCEEDING:
+            status = {"1xx": 180, "final": 486, "2xx": 200}[op]
+            response = build_response(invite.request, status, to_tag="t")
+            actions = layer.respond(invite.key, response, now)
+            if op == "final":
+                final_sent = response.to_bytes()
+        elif op == "ack":
+            actions = layer.receive(_req("ACK", to_tag=";tag=t"), transport, SRC, now)
+        elif op == "cancel":
+            actions = layer.receive(_req("CANCEL"), transport, SRC, now)
+        else:
+            continue
+        delivered += sum(
+            isinstance(a, NewRequest) and a.request.method == "INVITE" for a in actions
+        )
+        assert all(a.route.host == SRC[0] for a in actions if isinstance(a, Send))
+    assert delivered == 1
