@@ -15,6 +15,7 @@ from gw_device import Device
 from twisted.internet import endpoints, reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.logger import formatEvent, globalLogPublisher
 
 from gateway.app import Gateway, build_service
 from gateway.calls.dispatcher import ActiveCall, CallRequest
@@ -62,10 +63,22 @@ def _frame(obj: dict[str, Any]) -> bytes:
     return encode_frame(obj, 16384)
 
 
+@pytest.fixture
+def log_events() -> Generator[list[dict[str, Any]], None, None]:
+    """Every log event emitted while the test runs."""
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
 @pytest.mark.integration
 @pytest_twisted.inlineCallbacks
-def test_device_hello_then_call_rings_over_local_push(gateway: Gateway) -> Any:
-    """hello updates the registry; a call to its AOR arrives, is acked, rings."""
+def test_device_hello_then_call_rings_over_local_push(
+    gateway: Gateway, log_events: list[dict[str, Any]]
+) -> Any:
+    """hello updates the registry; a call to its AOR arrives, is acked, rings;
+    neither the device JWT nor its push token shows up in any log event."""
     config = gateway.config
     listener = gateway.listeners["localpush"]
     assert listener.address is not None
@@ -122,3 +135,7 @@ def test_device_hello_then_call_rings_over_local_push(gateway: Gateway) -> Any:
     assert calls.events == [("ringing", "local;acked"), ("ended", Final(603))]
     device.transport.write(_frame({"type": "bye"}))
     yield device.lost
+    logged = "\n".join(f"{formatEvent(e)} {e!r}" for e in log_events)
+    assert "iphone-1" in logged  # the session was logged at all
+    assert token not in logged
+    assert "ab" * 32 not in logged
