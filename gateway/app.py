@@ -23,7 +23,12 @@ from gateway.config import ApnsConfig, Config, parse_proxy
 from gateway.devfiles import prepare_dev_files, read_jwt_secret
 from gateway.directory import RegistryDirectory
 from gateway.http2 import H2Agent, H2AgentReactor
-from gateway.listeners import DatagramListener, StreamListener, tcp_endpoint
+from gateway.listeners import (
+    DatagramListener,
+    Listener,
+    StreamListener,
+    tcp_endpoint,
+)
 from gateway.localpush.hub import Hub
 from gateway.localpush.server import LocalPushFactory, tls_factory
 from gateway.localpush.service import LocalPushService
@@ -57,7 +62,7 @@ class Gateway(MultiService):
         self.apns: ApnsClient | None = None
         self.dispatcher: Dispatcher | None = None
         self.messenger: Messenger | None = None
-        self.listeners: dict[str, StreamListener | DatagramListener] = {}
+        self.listeners: dict[str, Listener] = {}
         self.sip: SipServer | None = None
         # What SIGHUP re-reads, by what it is; each reads its files again.
         self.reloaders: dict[str, Callable[[], None]] = {}
@@ -169,6 +174,12 @@ def build_service(config: Config, reactor: GatewayReactor) -> Gateway:
     if config.localpush.enabled:
         attach(_localpush(config, reactor, hub, top), "localpush", top)
     attach(_sip(config, reactor, top), "sip", top)
+    # -- control API (gateway/api) --
+    if config.api.enabled:
+        from gateway.api import make_api_service
+
+        attach(make_api_service(top), "api", top)
+    # -- end control API --
     return top
 
 
@@ -248,7 +259,7 @@ def _sip(config: Config, reactor: GatewayReactor, top: Gateway) -> SipService:
     if sip.udp.enabled:
         udp = SipUdpProtocol(server)
         server.udp = udp
-        listener: StreamListener | DatagramListener = DatagramListener(
+        listener: Listener = DatagramListener(
             "SIP UDP", reactor, sip.udp.bind, sip.udp.port, udp
         )
         top.listeners["sip-udp"] = listener

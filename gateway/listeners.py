@@ -24,7 +24,13 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-__all__ = ["DatagramListener", "ListenError", "StreamListener", "tcp_endpoint"]
+__all__ = [
+    "DatagramListener",
+    "ListenError",
+    "Listener",
+    "StreamListener",
+    "tcp_endpoint",
+]
 
 
 class ListenError(Exception):
@@ -38,80 +44,14 @@ def tcp_endpoint(reactor: IReactorTCP, bind: str, port: int) -> IStreamServerEnd
     return TCP4ServerEndpoint(reactor, port, interface=bind)  # type: ignore[no-untyped-call]
 
 
-class StreamListener(Service):
-    """Listens in ``privilegedStartService`` (before twistd drops privileges)."""
+class Listener(Service):
+    """A bound port as a service. Binds in ``privilegedStartService`` (before
+    twistd drops privileges) and fails start-up with a clear message."""
 
     log = Logger()
 
-    def __init__(
-        self, label: str, endpoint: IStreamServerEndpoint, factory: IProtocolFactory
-    ) -> None:
+    def __init__(self, label: str) -> None:
         self.label = label
-        self._endpoint = endpoint
-        self._factory = factory
-        self.port: IListeningPort | None = None
-
-    @property
-    def address(self) -> tuple[str, int] | None:
-        """(host, port) once listening."""
-        if self.port is None:
-            return None
-        addr = self.port.getHost()
-        return (addr.host, addr.port)  # type: ignore[attr-defined]
-
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()  # type: ignore[no-untyped-call]
-        self._listen()
-
-    def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
-        self._listen()
-
-    def _listen(self) -> None:
-        if self.port is not None:
-            return
-        result: list[object] = []
-        self._endpoint.listen(self._factory).addBoth(result.append)
-        outcome = result[0] if result else None
-        if isinstance(outcome, Failure):
-            message = outcome.getErrorMessage()
-            raise ListenError(f"{self.label} cannot listen: {message}")
-        if not IListeningPort.providedBy(outcome):
-            raise ListenError(f"{self.label} cannot listen: endpoint did not bind")
-        self.port = outcome
-        host, number = self.address or ("?", 0)
-        self.log.info(
-            "{label} listening on {host}:{port}",
-            label=self.label,
-            host=host,
-            port=number,
-        )
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()  # type: ignore[no-untyped-call]
-        port, self.port = self.port, None
-        stopped = port.stopListening() if port is not None else None
-        return stopped if stopped is not None else succeed(None)
-
-
-class DatagramListener(Service):
-    """A UDP port as a service; binds in ``privilegedStartService``."""
-
-    log = Logger()
-
-    def __init__(
-        self,
-        label: str,
-        reactor: IReactorUDP,
-        bind: str,
-        port: int,
-        protocol: DatagramProtocol,
-    ) -> None:
-        self.label = label
-        self._reactor = reactor
-        self._bind = bind
-        self._port_number = port
-        self._protocol = protocol
         self.port: IListeningPort | None = None
 
     @property
@@ -122,6 +62,10 @@ class DatagramListener(Service):
         addr = self.port.getHost()
         return (addr.host, addr.port)  # type: ignore[attr-defined]
 
+    def _bind(self) -> IListeningPort:
+        """Bind now (synchronously) or raise ListenError."""
+        raise NotImplementedError
+
     def privilegedStartService(self) -> None:
         super().privilegedStartService()  # type: ignore[no-untyped-call]
         self._listen()
@@ -133,15 +77,7 @@ class DatagramListener(Service):
     def _listen(self) -> None:
         if self.port is not None:
             return
-        try:
-            self.port = self._reactor.listenUDP(
-                self._port_number,
-                self._protocol,
-                interface=self._bind,
-                maxPacketSize=65_535,
-            )
-        except CannotListenError as e:
-            raise ListenError(f"{self.label} cannot listen: {e}") from None
+        self.port = self._bind()
         host, number = self.address or ("?", 0)
         self.log.info(
             "{label} listening on {host}:{port}",
@@ -155,3 +91,55 @@ class DatagramListener(Service):
         port, self.port = self.port, None
         stopped = port.stopListening() if port is not None else None
         return stopped if stopped is not None else succeed(None)
+
+
+class StreamListener(Listener):
+    """A stream endpoint (TCP, TLS over TCP) and the factory it serves."""
+
+    def __init__(
+        self, label: str, endpoint: IStreamServerEndpoint, factory: IProtocolFactory
+    ) -> None:
+        super().__init__(label)
+        self._endpoint = endpoint
+        self._factory = factory
+
+    def _bind(self) -> IListeningPort:
+        # TCP endpoints listen synchronously: a bind error surfaces here.
+        result: list[object] = []
+        self._endpoint.listen(self._factory).addBoth(result.append)
+        outcome = result[0] if result else None
+        if isinstance(outcome, Failure):
+            message = outcome.getErrorMessage()
+            raise ListenError(f"{self.label} cannot listen: {message}")
+        if not IListeningPort.providedBy(outcome):
+            raise ListenError(f"{self.label} cannot listen: endpoint did not bind")
+        return outcome
+
+
+class DatagramListener(Listener):
+    """A UDP port and its protocol."""
+
+    def __init__(
+        self,
+        label: str,
+        reactor: IReactorUDP,
+        bind: str,
+        port: int,
+        protocol: DatagramProtocol,
+    ) -> None:
+        super().__init__(label)
+        self._reactor = reactor
+        self._bind_address = bind
+        self._port_number = port
+        self._protocol = protocol
+
+    def _bind(self) -> IListeningPort:
+        try:
+            return self._reactor.listenUDP(
+                self._port_number,
+                self._protocol,
+                interface=self._bind_address,
+                maxPacketSize=65_535,
+            )
+        except CannotListenError as e:
+            raise ListenError(f"{self.label} cannot listen: {e}") from None

@@ -121,3 +121,25 @@ def test_twistd_runs_in_foreground_and_stops_on_sigterm(example: Path) -> None:
     assert "Main loop terminated." in text
     assert "Server Shut Down." in text
     assert "Traceback" not in text
+
+
+def test_port_in_use_stops_start_with_the_listener_named(
+    example: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A port already taken fails start-up with which listener and why."""
+    import socket
+
+    from gateway.listeners import ListenError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("VOIPGW_LOCALPUSH__PORT", str(taken.getsockname()[1]))
+        options = Options()
+        options.parseOptions(["--config", str(example)])
+        service = makeService(options)
+        with pytest.raises(ListenError, match=r"local push \(tls\) cannot listen"):
+            service.privilegedStartService()
+        for child in service:  # type: ignore[attr-defined]
+            if child.running:
+                child.stopService()
