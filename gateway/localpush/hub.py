@@ -288,29 +288,16 @@ class Hub:
 
     def frame_acked(self, handle: SessionHandle, frame_id: str) -> None:
         """The session got the ack for ``frame_id``."""
-        live = self._current(handle)
-        if live is None:
-            return
-        out = live.outstanding.pop(frame_id, None)
-        if out is None:
-            return
-        if out.message_id is not None:
-            live.messages[out.message_id] = _ACKED
-            _guard(
-                self.log,
-                "directory.message_acked",
-                self._directory.message_acked,
-                live.info.device_id,
-                out.message_id,
-            )
-        result = DeliveryResult(
-            delivered=True, session_id=live.info.session_id, frame_id=frame_id
-        )
-        for d in out.waiters:
-            d.callback(result)
+        self._settle(handle, frame_id, None)
 
     def frame_timed_out(self, handle: SessionHandle, frame_id: str) -> None:
         """The session gave up waiting for the ack of ``frame_id``."""
+        self._settle(handle, frame_id, ACK_TIMEOUT)
+
+    def _settle(
+        self, handle: SessionHandle, frame_id: str, failure: str | None
+    ) -> None:
+        """Fire an outstanding frame's waiters: acked (``failure`` None) or not."""
         live = self._current(handle)
         if live is None:
             return
@@ -318,10 +305,18 @@ class Hub:
         if out is None:
             return
         if out.message_id is not None:
-            live.messages[out.message_id] = _TIMED_OUT
+            live.messages[out.message_id] = _ACKED if failure is None else _TIMED_OUT
+            if failure is None:
+                _guard(
+                    self.log,
+                    "directory.message_acked",
+                    self._directory.message_acked,
+                    live.info.device_id,
+                    out.message_id,
+                )
         result = DeliveryResult(
-            delivered=False,
-            reason=ACK_TIMEOUT,
+            delivered=failure is None,
+            reason=failure,
             session_id=live.info.session_id,
             frame_id=frame_id,
         )
