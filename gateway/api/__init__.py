@@ -116,8 +116,12 @@ def make_api_service(
     if config.tls:
         if config.cert is None or config.key is None:
             raise ListenError("control API: api.tls needs api.cert and api.key")
-        factory = TLSMemoryBIOFactory(ServerTLS(config.cert, config.key), False, site)
-    if not keys.configured:
+        tls = ServerTLS(config.cert, config.key)
+        factory = TLSMemoryBIOFactory(tls, False, site)
+        gateway.reloaders["API TLS certificate"] = tls.reload
+    if keys.configured:
+        gateway.reloaders["API keys"] = keys.reload  # SIGHUP rotates keys
+    else:
         _log.warn(
             "control API: no api.keys_file, so every endpoint but /healthz, "
             "/readyz and /metrics answers 403"

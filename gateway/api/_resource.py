@@ -117,7 +117,11 @@ class ApiSite(Site):
     displayTracebacks = False
 
     def __init__(self, resource: Resource, max_body_bytes: int, reactor: Any) -> None:
-        super().__init__(resource, reactor=reactor)  # type: ignore[no-untyped-call]
+        # Bodies are JSON only: no form parsing, whose Content-Type parse (the
+        # email package) cost a quarter of a request's time.
+        super().__init__(  # type: ignore[no-untyped-call]
+            resource, reactor=reactor, parsePOSTFormSubmission=False
+        )
         self.max_body_bytes = max_body_bytes
         self.timeOut = 60
 
@@ -144,6 +148,9 @@ class ApiResource(Resource):
         self._keys = keys
         self._document = document
         self._metrics = metrics
+        # Labelled children, cached: labels() costs more than inc().
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._timers: dict[str, Any] = {}
         self._by_template: dict[str, dict[str, Route]] = {}
         self._patterns: list[tuple[re.Pattern[str], str]] = []
         for route in routes:

@@ -156,3 +156,21 @@ def test_keys_are_held_as_digests_and_reload(tmp_path: Path) -> None:
         keys.check(b"Bearer second-key-0123456789")
     assert (raised.value.status, raised.value.code) == (403, "no_api_keys")
     assert raised.value.message == "the API keys file holds no keys"
+
+
+@pytest_twisted.ensureDeferred
+async def test_gateway_reload_rotates_api_keys(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """The gateway's reload (SIGHUP) re-reads api.keys_file: the new key works,
+    the old one is refused, sessions and listeners stay."""
+    keys_file = gateway.config.api.keys_file
+    assert keys_file is not None
+    keys_file.write_text("rotated-key-0123456789\n")
+    assert gateway.reload()["API keys"] == "reloaded"
+    client = Client(base_url(gateway), key="rotated-key-0123456789")
+    assert (await client.get("/v1/calls/x")).status == 404
+    assert (await client.get("/v1/calls/x", key=KEY)).status == 403
+    keys_file.write_text("bad line\n")
+    assert gateway.reload()["API keys"].startswith("failed: ")
+    assert (await client.get("/v1/calls/x")).status == 404  # old keys kept

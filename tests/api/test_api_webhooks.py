@@ -19,6 +19,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from gateway.api import WebhookSender, WebhookSettings, make_api_service, sign
+from gateway.api._webhooks import webhook_settings
 from gateway.app import attach, build_service
 from gateway.config import load_config
 
@@ -131,6 +132,42 @@ def test_queue_is_bounded_and_filters_event_types() -> None:
     sender.stop()
     assert clock.getDelayedCalls() == []
     assert sender.emit("call.ended", {}) is None
+
+
+def test_settings_from_a_webhooks_config_section(tmp_path: Path) -> None:
+    """A [webhooks] section (once config.py has one) becomes settings; the
+    secret file's trailing newline is stripped; disabled or absent is None."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s3cret\n")
+
+    class Section:
+        enabled = True
+        url = "https://hooks.example/x"
+        secret_file = secret
+        events = ["call.ended"]
+        timeout_s = 2.0
+        max_queue = 10
+        max_attempts = 3
+        backoff_s = 0.5
+        backoff_max_s = 10.0
+
+    class Config:
+        webhooks = Section()
+
+    got = webhook_settings(Config())  # type: ignore[arg-type]
+    assert got == WebhookSettings(
+        url="https://hooks.example/x",
+        secret=b"s3cret",
+        events=("call.ended",),
+        timeout_s=2.0,
+        max_queue=10,
+        max_attempts=3,
+        backoff_s=0.5,
+        backoff_max_s=10.0,
+    )
+    Section.enabled = False
+    assert webhook_settings(Config()) is None  # type: ignore[arg-type]
+    assert webhook_settings(object()) is None  # type: ignore[arg-type]
 
 
 def test_sign_matches_the_documented_recipe() -> None:
