@@ -110,6 +110,10 @@ FRAME_RESULTS = frozenset(
         "frame_too_large",
     }
 )
+DELIVERY_PATHS = frozenset({"local", "apns", "none"})
+DELIVERY_RESULTS = frozenset(
+    {"acked", "pending", "failed", "accepted", "rejected", "rate_limited", "none"}
+)
 STORE_OPS = (
     "put_device",
     "delete_device",
@@ -151,6 +155,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.sessions_opened = Counter(
             "voipgw_sessions_opened",
@@ -273,35 +278,35 @@ class Metrics:
 
     def call_ended(self, call: ActiveCall) -> None:
         """Count a call's outcome and, per device, the path that reached it."""
-        self.calls.labels(_bounded(call.machine.outcome or "", CALL_OUTCOMES)).inc()
+        self._child(
+            self.calls, (_bounded(call.machine.outcome or "", CALL_OUTCOMES),)
+        ).inc()
         for state in call.device_states().values():
             path, _, result = str(state["status"]).partition(";")
             result = result.partition("=")[0] or "none"
-            self.call_deliveries.labels(
-                _bounded(path, ("local", "apns", "none")),
-                _bounded(
-                    result,
-                    (
-                        "acked",
-                        "pending",
-                        "failed",
-                        "accepted",
-                        "rejected",
-                        "rate_limited",
-                        "none",
-                    ),
-                ),
-            ).inc()
+            key = (
+                _bounded(path, DELIVERY_PATHS),
+                _bounded(result, DELIVERY_RESULTS),
+            )
+            self._child(self.call_deliveries, key).inc()
 
     def frame_result(self, frame: str, result: DeliveryResult, seconds: float) -> None:
         """Count a local-push frame's fate; time it when acked."""
         if result.delivered:
-            self.frames.labels(frame, "acked").inc()
-            self.ack_seconds.labels(frame).observe(seconds)
+            self._child(self.frames, (frame, "acked")).inc()
+            self._child(self.ack_seconds, (frame,)).observe(seconds)
         else:
-            self.frames.labels(
-                frame, _bounded(result.reason or "", FRAME_RESULTS)
-            ).inc()
+            reason = _bounded(result.reason or "", FRAME_RESULTS)
+            self._child(self.frames, (frame, reason)).inc()
+
+    def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
+        """``metric.labels(*labels)``, cached: on the call path ``labels()``
+        costs several times the increment."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # -- hub SessionListener --------------------------------------------------
 
