@@ -108,3 +108,14 @@ def test_recorder_limit() -> None:
     for i in range(3):
         recorder.on_event("d", Welcomed(session_id=str(i), heartbeat_s=1), i)
     assert len(recorder.records) == 1 and recorder.dropped == 2 and len(seen) == 3
+
+
+def test_tls_choices(tls_pair: tuple[Path, Path]) -> None:
+    """--plain means no TLS; --insecure and --ca-file give client TLS creators."""
+    from gateway.simulator import _client_tls
+
+    base = ["--port", "1", "--secret-file", "x"]
+    assert _client_tls(_parser().parse_args([*base, "--plain"])) is None
+    assert _client_tls(_parser().parse_args([*base, "--insecure"])) is not None
+    ca = _parser().parse_args([*base, "--ca-file", str(tls_pair[0])])
+    assert _client_tls(ca) is not None

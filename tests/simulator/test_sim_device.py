@@ -219,3 +219,33 @@ def test_simulator_ramps_and_spreads_source_addresses() -> None:
     assert {c[4] for c in reactor.tcpClients} == {("127.0.0.2", 0), ("127.0.0.3", 0)}
     assert all(c[:2] == ("127.0.0.1", 9999) for c in reactor.tcpClients)
     assert sim.stop().called  # nothing connected: done at once
+
+
+def _creds(n: int) -> list[Credentials]:
+    return [
+        Credentials(device_id=f"sim-{i}", token="t", aor=f"sip:u{i}@ex.com")
+        for i in range(1, n + 1)
+    ]
+
+
+def test_simulator_slow_rate_and_pending_cap() -> None:
+    """A rate under 100/s is kept (credit, not one per step), and max_pending
+    holds the ramp while devices are still connecting."""
+    reactor = MemoryReactorClock()
+    target = Target(host="127.0.0.1", port=9999)
+    slow = Simulator(reactor, target, _creds(50), observer=Recorder(), connect_rate=10)
+    slow.start()
+    for _ in range(100):
+        reactor.advance(0.01)
+    assert 10 <= len(reactor.tcpClients) <= 12
+
+    reactor = MemoryReactorClock()
+    capped = Simulator(
+        reactor, target, _creds(50), observer=Recorder(), connect_rate=1000,
+        max_pending=3,
+    )  # fmt: skip
+    capped.start()
+    for _ in range(100):
+        reactor.advance(0.01)
+    assert len(reactor.tcpClients) == 3  # none of them ever connects here
+    assert not capped.ramp_done
