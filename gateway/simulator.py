@@ -908,7 +908,13 @@ class Target:
 
 
 class Simulator:
-    """Runs up to ``MAX_SESSIONS`` devices; starts them at ``connect_rate`` per s."""
+    """Runs up to ``MAX_SESSIONS`` devices; starts them at ``connect_rate`` per s.
+
+    ``max_pending`` caps devices started but not yet welcomed (or failed), so a
+    ramp faster than the server's handshakes does not pile up timeouts.
+    """
+
+    _STEP_S = 0.01
 
     def __init__(
         self,
@@ -921,15 +927,22 @@ class Simulator:
         behaviour: Behaviour | None = None,
         backoff: Backoff | None = None,
         connect_rate: float = 500.0,
+        max_pending: int | None = None,
         seed: int | None = None,
     ) -> None:
         if len(credentials) > MAX_SESSIONS:
             raise ValueError(f"at most {MAX_SESSIONS} sessions")
         if connect_rate <= 0:
             raise ValueError("connect_rate must be positive")
+        if max_pending is not None and max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
         self._reactor = reactor
         self._connect_rate = connect_rate
-        self._pending: Iterator[SimDevice] | None = None
+        self._max_pending = max_pending
+        self._observer = observer
+        self._queue: Iterator[SimDevice] | None = None
+        self._starting: set[str] = set()
+        self._credit = 0.0
         self._ramp: IDelayedCall | None = None
         self._stopping = False
         rng = random.Random(seed)
@@ -938,7 +951,7 @@ class Simulator:
                 creds,
                 clock=reactor,
                 connector=target.connector(reactor, i),
-                observer=observer,
+                observer=self,
                 hello=hello,
                 behaviour=behaviour,
                 backoff=backoff,
@@ -952,9 +965,15 @@ class Simulator:
         """Devices with an open session now."""
         return sum(1 for d in self.devices if d.is_open)
 
+    @property
+    def ramp_done(self) -> bool:
+        """True once every device was started."""
+        return self._queue is not None and self._ramp is None
+
     def start(self) -> None:
-        """Start the devices, ``connect_rate`` per second, in batches of 10 ms."""
-        self._pending = iter(self.devices)
+        """Start the devices, ``connect_rate`` per second, in 10 ms steps."""
+        self._queue = iter(self.devices)
+        self._credit = 1.0  # the first device goes at once
         self._ramp_step()
 
     def stop(self) -> Deferred[None]:
@@ -967,18 +986,30 @@ class Simulator:
         done: Deferred[None] = gatherResults(stops).addCallback(lambda _: None)
         return done
 
+    def on_event(self, device_id: str, event: SimEvent, at: float) -> None:
+        """SimObserver for our devices: track the ramp, pass everything on."""
+        if isinstance(event, Welcomed | Disconnected):
+            self._starting.discard(device_id)
+        self._observer.on_event(device_id, event, at)
+
     def _ramp_step(self) -> None:
         self._ramp = None
-        if self._stopping or self._pending is None:
+        if self._stopping or self._queue is None:
             return
-        step_s = 0.01
-        batch = max(1, round(self._connect_rate * step_s))
-        started = 0
-        for device in itertools.islice(self._pending, batch):
+        budget = int(self._credit)
+        if self._max_pending is not None:
+            budget = min(budget, self._max_pending - len(self._starting))
+        for _ in range(max(0, budget)):
+            device = next(self._queue, None)
+            if device is None:
+                return  # all started
+            self._credit -= 1.0
+            self._starting.add(device.device_id)
             device.start()
-            started += 1
-        if started == batch:
-            self._ramp = self._reactor.callLater(step_s, self._ramp_step)
+        # Unused credit is capped at one step so a stall does not cause a burst.
+        step_credit = self._connect_rate * self._STEP_S
+        self._credit = min(self._credit + step_credit, max(1.0, step_credit))
+        self._ramp = self._reactor.callLater(self._STEP_S, self._ramp_step)
 
 
 # Credentials ----------------------------------------------------------------------
@@ -1066,6 +1097,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--connect-rate", type=float, default=500.0, help="per second")
     p.add_argument(
+        "--max-pending",
+        type=int,
+        default=None,
+        help="cap on devices connecting but not yet welcomed",
+    )
+    p.add_argument(
         "--bind",
         action="append",
         default=None,
@@ -1145,6 +1182,7 @@ def build_from_args(
             ping=not args.no_ping,
         ),
         connect_rate=args.connect_rate,
+        max_pending=args.max_pending,
         seed=args.seed,
     )
 
