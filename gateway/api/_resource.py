@@ -295,8 +295,6 @@ class ApiResource(Resource):
             data = json.dumps(response.body, separators=(",", ":")).encode("ascii")
         if response.status != 204:
             headers.setRawHeaders(b"content-type", [response.content_type.encode()])
-        if response.status == 413:
-            headers.setRawHeaders(b"connection", [b"close"])
         if self._metrics is not None:
             method = _method(request)
             self._metrics.api_requests.labels(

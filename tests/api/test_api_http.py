@@ -149,3 +149,39 @@ async def test_errors_carry_no_store(client: Client) -> None:
     """Answers are not cacheable (they hold live state)."""
     answer = await client.get("/v1/calls/x")
     assert answer.header("cache-control") == "no-store"
+
+
+BODY_ROUTES = [
+    ("POST", "/v1/calls"),
+    ("POST", "/v1/messages"),
+    ("PUT", "/v1/devices/d1"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), BODY_ROUTES)
+@pytest_twisted.ensureDeferred
+async def test_every_body_route_checks_json_media_type_and_size(
+    tmp_path: Path, method: str, path: str
+) -> None:
+    """Each endpoint with a body answers 400, 415 and 413 the same way."""
+    gateway = make_gateway(tmp_path, env={"VOIPGW_API__MAX_BODY_BYTES": "1024"})
+    gateway.startService()
+    try:
+        client = Client(base_url(gateway))
+        json_type = {"Content-Type": "application/json"}
+        bad = await client.request(method, path, data=b"[]", headers=json_type)
+        assert (bad.status, bad.body["error"]["code"]) == (400, "bad_json")
+        text = await client.request(
+            method, path, data=b"{}", headers={"Content-Type": "text/plain"}
+        )
+        assert (text.status, text.body["error"]["code"]) == (
+            415,
+            "unsupported_media_type",
+        )
+        big = await client.request(method, path, data=b" " * 2048, headers=json_type)
+        assert (big.status, big.body["error"]["code"]) == (413, "body_too_large")
+        # The body was read and dropped: the connection is still usable.
+        again = await client.request(method, path, data=b"[]", headers=json_type)
+        assert again.status == 400
+    finally:
+        await gateway.stopService()
