@@ -10,6 +10,7 @@ nothing a peer sends reaches another peer's transactions.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Hashable
 from typing import Any
 
@@ -46,6 +47,9 @@ from gateway.sipserver.application import SipApplication
 __all__ = ["SipServer", "SipStreamFactory", "SipStreamProtocol", "SipUdpProtocol"]
 
 PARTIAL_MESSAGE_TIMEOUT_S = 10.0
+# Asked for on the UDP socket so that bursts (a busy reactor turn) queue in
+# the kernel instead of being dropped; Linux caps it at net.core.rmem_max.
+UDP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 
 
 class SipServer:
@@ -222,6 +226,17 @@ class SipUdpProtocol(DatagramProtocol):
 
     def __init__(self, server: SipServer) -> None:
         self.server = server
+
+    def startProtocol(self) -> None:
+        sock = getattr(self.transport, "socket", None)
+        if sock is None:
+            return
+        try:
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER_BYTES
+            )
+        except OSError as e:
+            self.server.log.warn("SIP UDP receive buffer not raised: {e}", e=str(e))
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         if not datagram.strip(b"\r\n"):

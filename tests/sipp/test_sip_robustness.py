@@ -9,6 +9,7 @@ cut off or absorbed while everyone else keeps being served (calls.md
 from __future__ import annotations
 
 import importlib.util
+import socket
 import uuid
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -337,3 +338,15 @@ def test_invite_retransmission_flood_makes_one_call(
     assert sorted(answers) == [200, 487]
     cancel = yield phone.wait_for("call_cancel")
     assert cancel["reason"] == "remote_ended"
+
+
+def test_udp_receive_buffer_is_raised(gateway: Gateway) -> None:
+    """The SIP UDP socket asks for a 4 MiB receive buffer (Linux grants up to
+    net.core.rmem_max, doubled for bookkeeping), so bursts queue, not drop."""
+    assert gateway.sip is not None and gateway.sip.udp is not None
+    sock = gateway.sip.udp.transport.socket  # type: ignore[union-attr]
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    rmem_max = Path("/proc/sys/net/core/rmem_max")
+    cap = int(rmem_max.read_text()) if rmem_max.exists() else 1 << 30
+    wanted = min(sip_server.UDP_RECEIVE_BUFFER_BYTES, cap)
+    assert granted >= wanted
