@@ -9,12 +9,20 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import pytest_twisted
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sipp_helpers import AutoDevice, FakeApns, Sipp, site
+from sipp_helpers import (
+    BUNDLE,
+    KEY_ID,
+    TEAM_ID,
+    Apns,
+    AutoDevice,
+    FakeApns,
+    Sipp,
+    site,
+)
 from twisted.internet import endpoints, reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.ssl import (
@@ -30,19 +38,6 @@ from gateway.devfiles import read_jwt_secret
 from gateway.devicetoken import mint_device_token
 
 EXAMPLE = Path(__file__).parent.parent.parent / "etc" / "voipgw.toml"
-KEY_ID = "ABC123DEFG"
-TEAM_ID = "DEF123GHIJ"
-BUNDLE = "com.example.voip"
-
-
-@attrs.define
-class Apns:
-    """The fake APNs and the public half of the gateway's provider key."""
-
-    fake: FakeApns
-    port: int
-    public_key: ec.EllipticCurvePublicKey
-    key_file: Path
 
 
 @pytest.fixture

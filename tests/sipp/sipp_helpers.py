@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import (
@@ -33,6 +34,9 @@ from twisted.web.server import Request
 from gateway.localpush.codec import FrameDecoder, encode_frame
 
 SCENARIOS = Path(__file__).parent / "scenarios"
+KEY_ID = "ABC123DEFG"
+TEAM_ID = "DEF123GHIJ"
+BUNDLE = "com.example.voip"
 WAIT_S = 5.0  # the bound on every wait for a frame, a push or a datagram
 
 
@@ -404,6 +408,16 @@ class FakeApns(resource.Resource):
             return d
         self._waiters.append((count, d))
         return d.addTimeout(timeout_s, reactor)  # type: ignore[arg-type]
+
+
+@attrs.define
+class Apns:
+    """The fake APNs and the public half of the gateway's provider key."""
+
+    fake: FakeApns
+    port: int
+    public_key: ec.EllipticCurvePublicKey
+    key_file: Path
 
 
 def site(fake: FakeApns) -> server.Site:

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from conftest import BUNDLE
 from sipp_helpers import (
+    BUNDLE,
     AutoDevice,
     Sipp,
     StreamPeer,

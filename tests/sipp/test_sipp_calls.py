@@ -15,8 +15,16 @@ from typing import Any
 import jwt
 import pytest
 import pytest_twisted
-from conftest import BUNDLE, KEY_ID, TEAM_ID, Apns
-from sipp_helpers import AutoDevice, Sipp, SippResult, offline_device
+from sipp_helpers import (
+    BUNDLE,
+    KEY_ID,
+    TEAM_ID,
+    Apns,
+    AutoDevice,
+    Sipp,
+    SippResult,
+    offline_device,
+)
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
