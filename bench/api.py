@@ -1,7 +1,8 @@
 """Control API benchmark: POST /v1/calls to devices on a simulated local-push side.
 
     .venv/bin/python bench/api.py [--devices 200] [--duration 15]
-        [--concurrency 64] [--rate 500] [--clients 2] [--write-docs]
+        [--concurrency 64] [--rate 500] [--clients 1] [--gc-freeze]
+        [--write-docs] [--note TEXT]
 
 Quick run: ``--devices 50 --duration 5``.
 
@@ -25,6 +26,13 @@ Every call rings one device (``to`` = a random AOR), which gets the ``call``
 frame and acks it; calls carry ``ring_timeout_s: 5`` and the gateway keeps
 ended calls 5 s (``calls.resume_window_s``), so the number of live calls stays
 bounded; their ends send ``call_cancel`` frames the devices ack too.
+
+``--gc-freeze`` runs the gateway with ``gc.freeze()`` and a higher gen-0
+threshold after start-up: full collections over the start-up heap were the
+latency tail. Diagnostics for the gateway process, by environment variable:
+``VOIPGW_BENCH_PROFILE=<file>`` (cProfile), ``VOIPGW_BENCH_GC=1`` (full
+collections and an object census on stderr); ``VOIPGW_BENCH_TIMELINE=1``
+prints the worst latency per quarter second.
 """
 
 from __future__ import annotations
@@ -89,6 +97,7 @@ def serve(work: Path) -> int:
 
             gc.collect()
             gc.freeze()  # start-up objects leave the collector's scans
+            gc.set_threshold(20_000, 50, 100)  # fewer, cheaper full collections
         ports = {name: lst.address for name, lst in gateway.listeners.items()}
         print(json.dumps({"ready": True, "ports": ports}), flush=True)
 
@@ -109,6 +118,30 @@ def serve(work: Path) -> int:
                 sys.stderr.write(f"gc gen2 {ms:.1f} ms {info}\n")
 
         gc.callbacks.append(gc_cb)
+
+        def census() -> None:
+            from collections import Counter
+
+            kinds = Counter(type(o).__name__ for o in gc.get_objects())
+            calls = len(gateway.dispatcher._calls) if gateway.dispatcher else 0
+            sys.stderr.write(
+                f"census objects={sum(kinds.values())} calls={calls} "
+                f"top={kinds.most_common(8)}\n"
+            )
+            reactor.callLater(5, census)  # type: ignore[attr-defined]
+
+        reactor.callLater(5, census)  # type: ignore[attr-defined]
+    if os.environ.get("VOIPGW_BENCH_BREAK_CYCLES") and gateway.dispatcher:
+        # Experiment: the dispatcher's ended calls form a cycle with their
+        # reaper DelayedCall; clearing it lets refcounting free them.
+        dispatcher: Any = gateway.dispatcher
+        forget = dispatcher._forget
+
+        def forget_and_break(call: Any) -> None:
+            forget(call)
+            call.reaper = None
+
+        dispatcher._forget = forget_and_break
     profile_to = os.environ.get("VOIPGW_BENCH_PROFILE")
     if profile_to:
         import cProfile
@@ -219,8 +252,10 @@ def load(args: argparse.Namespace) -> int:
         except Exception as e:  # counted, the run goes on
             status = type(e).__name__
         latencies.append(time.perf_counter() - began)
+        sent_at.append(began)
         statuses[status] = statuses.get(status, 0) + 1
 
+    sent_at: list[float] = []
     deadline = time.perf_counter() + args.duration
     done: Deferred[None] = Deferred()
     started = time.perf_counter()
@@ -276,6 +311,7 @@ def load(args: argparse.Namespace) -> int:
                     "seconds": elapsed,
                     "statuses": statuses,
                     "latencies_ms": [round(v * 1000, 3) for v in latencies],
+                    "sent_s": [round(t - started, 3) for t in sent_at],
                 }
             ),
             flush=True,
@@ -350,6 +386,13 @@ def _phase(
     cpu = _cpu_s(server_pid) - cpu_before
     devices_cpu = _cpu_s(devices_pid) - devices_before
     latencies = [v for r in results for v in r["latencies_ms"]]
+    if os.environ.get("VOIPGW_BENCH_TIMELINE"):
+        for r in results:
+            by_s: dict[int, list[float]] = {}
+            for t, v in zip(r["sent_s"], r["latencies_ms"], strict=True):
+                by_s.setdefault(int(t * 4), []).append(v)
+            for q, vs in sorted(by_s.items()):
+                sys.stderr.write(f"t={q / 4:5.2f}s n={len(vs)} max={max(vs):.1f} ms\n")
     statuses: dict[str, int] = {}
     for r in results:
         for k, v in r["statuses"].items():
@@ -362,7 +405,9 @@ def _phase(
         "rate": round(len(latencies) / seconds, 1),
         "statuses": statuses,
         "p50_ms": round(percentile(latencies, 50), 2),
+        "p95_ms": round(percentile(latencies, 95), 2),
         "p99_ms": round(percentile(latencies, 99), 2),
+        "over_20ms": sum(1 for v in latencies if v > 20),
         "max_ms": round(max(latencies), 2) if latencies else None,
         "server_cpu_share": round(cpu / seconds, 2),
         "devices_cpu_share": round(devices_cpu / seconds, 2),
@@ -428,8 +473,12 @@ def run(args: argparse.Namespace) -> int:
         for phase in args.phases.split(","):
             results.append(_phase(args, api_port, phase, server.pid, devices.pid))
             time.sleep(args.settle)  # let the phase's calls end before the next
+        metrics = _scrape(api_port)
+        key = 'voipgw_api_request_seconds_{}{{route="/v1/calls"}}'
+        handler_ms = 1000 * metrics[key.format("sum")] / metrics[key.format("count")]
         devices.terminate()
         summary = {
+            "handler_mean_ms": round(handler_ms, 3),
             "load": load_before,
             "devices_online": online,
             "results": results,
@@ -450,6 +499,19 @@ def run(args: argparse.Namespace) -> int:
                 except subprocess.TimeoutExpired:
                     proc.kill()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """/metrics as {sample line key: value} (no labels parsing needed here)."""
+    import urllib.request
+
+    found: dict[str, float] = {}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
+        for line in r.read().decode().splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                found[key] = float(value)
+    return found
 
 
 def _wait_online(port: int, want: int) -> int:
@@ -475,7 +537,8 @@ def section(args: argparse.Namespace, summary: dict[str, Any]) -> str:
     ok_tp = tp["rate"] >= 1000
     ok_lat = lat["p99_ms"] <= 20
     gc_note = (
-        "The gateway ran with `gc.freeze()` after start-up (`--gc-freeze`)."
+        "The gateway ran with `gc.collect(); gc.freeze();"
+        " gc.set_threshold(20000, 50, 100)` after start-up (`--gc-freeze`)."
         if args.gc_freeze
         else "Default garbage collector settings."
     )
@@ -501,12 +564,16 @@ AOR over local push, which acks it; calls end after `ring_timeout_s: 5` with a
 CPU {tp["server_cpu_share"]:.0%} of a core) | {"met" if ok_tp else "missed"} |
 | Gateway CPU per call (whole call: HTTP, dispatch, local push, cancel, logs) \
 | | {1000 / per_cpu_s:.2f} ms, i.e. {per_cpu_s:,.0f} calls per CPU-second | |
+| Of which in the API handler (route, auth, JSON, validation, dispatcher \
+start, first frame written, answer) | | {summary["handler_mean_ms"]} ms mean | |
 | Request latency at {args.rate:g}/s (open loop, send to last byte) \
-| p99 <= 20 ms | p50 {lat["p50_ms"]} ms, p99 {lat["p99_ms"]} ms, \
-max {lat["max_ms"]} ms ({lat["requests"]:,} requests) \
+| p99 <= 20 ms | p50 {lat["p50_ms"]} ms, p95 {lat["p95_ms"]} ms, \
+p99 {lat["p99_ms"]} ms, max {lat["max_ms"]} ms ({lat["over_20ms"]:,} of \
+{lat["requests"]:,} requests over 20 ms) \
 | {"met" if ok_lat else "missed"} |
 
 Statuses: throughput {tp["statuses"]}, latency {lat["statuses"]}.
+{"".join(chr(10) + note for note in args.note or [])}
 """
 
 
@@ -544,9 +611,12 @@ def main() -> int:
     p.add_argument("--phases", default="throughput,latency")
     p.add_argument("--settle", type=float, default=12.0, help="pause between phases")
     p.add_argument(
-        "--gc-freeze", action="store_true", help="gc.freeze() in the gateway"
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() and set_threshold(20000, 50, 100) in the gateway",
     )
     p.add_argument("--write-docs", action="store_true")
+    p.add_argument("--note", action="append", help="extra paragraph for the docs")
     args = p.parse_args()
     if args.serve is not None:
         return serve(args.serve)
