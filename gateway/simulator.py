@@ -11,6 +11,14 @@ Layers: ``ClientSession`` is sans-IO (bytes and ``now`` in, bytes and events
 out, no Twisted), ``SimProtocol`` moves bytes and one timer, ``SimDevice`` owns
 reconnects for one device, ``Simulator`` runs many. Frames go through the
 gateway's own codec (``encode_frame``, ``FrameDecoder``).
+
+    voipgw-device --port 5223 --ca-file cert.pem --secret-file jwt.secret \
+        -n 100 --aor-pattern 'sip:user{n}@example.com' --on-call ringing \
+        --ack-delay-ms 20 --drop-acks 0.1 --duration 300
+
+prints one JSON line per event (``--frames-only``, ``--quiet``) and a summary.
+In tests, pass a ``Recorder`` as the observer: it keeps ``Record(device_id,
+event, at)`` values and calls callbacks; ``wait_for`` returns a Deferred.
 """
 
 from __future__ import annotations
