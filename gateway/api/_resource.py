@@ -222,14 +222,8 @@ class ApiResource(Resource):
                     f"{_method(request)} is not allowed here; allowed: {allow}",
                     headers={"Allow": allow},
                 )
-            try:
-                params = {
-                    k: unquote(v, errors="strict") for k, v in m.groupdict().items()
-                }
-            except UnicodeDecodeError:
-                raise ApiError(
-                    404, "not_found", "no such resource (bad path encoding)"
-                ) from None
+            # Bytes that are not UTF-8 become U+FFFD, which no id contains.
+            params = {k: unquote(v, errors="replace") for k, v in m.groupdict().items()}
             return template, route, params
         raise ApiError(404, "not_found", "no such resource")
 
@@ -320,12 +314,11 @@ def _method(request: Request) -> str:
 
 
 def _query(request: Request) -> dict[str, list[str]]:
+    """The query string; bytes that are not UTF-8 become U+FFFD, which no
+    parameter's schema accepts (so they end as a 422 naming the parameter)."""
     uri = (request.uri or b"").decode("latin-1")
     _, _, query = uri.partition("?")
-    try:
-        return parse_qs(query, keep_blank_values=True, errors="strict")
-    except UnicodeDecodeError:
-        raise ApiError(400, "bad_query", "the query string is not UTF-8") from None
+    return parse_qs(query, keep_blank_values=True, errors="replace")
 
 
 def _reject_constant(name: str) -> Any:

@@ -82,6 +82,7 @@ async def test_online_devices_show_online(gateway: Gateway, client: Client) -> N
     [
         ("/v1/devices/bad%20id", {"aors": ["sip:a@b.c"]}, "device_id"),
         ("/v1/devices/apns:1234", {"aors": ["sip:a@b.c"]}, "device_id"),
+        ("/v1/devices/%ff", {"aors": ["sip:a@b.c"]}, "device_id"),
         ("/v1/devices/d1", {}, "aors"),
         ("/v1/devices/d1", {"aors": []}, "aors"),
         ("/v1/devices/d1", {"aors": ["bob"]}, "aors[0]"),
@@ -103,7 +104,12 @@ async def test_invalid_device_puts_are_422(
 @pytest_twisted.ensureDeferred
 async def test_listing_needs_a_valid_aor(client: Client) -> None:
     """GET /v1/devices without or with a malformed aor is 422 on `aor`."""
-    for path in ("/v1/devices", "/v1/devices?aor=", "/v1/devices?aor=bob"):
+    for path in (
+        "/v1/devices",
+        "/v1/devices?aor=",
+        "/v1/devices?aor=bob",
+        "/v1/devices?aor=sip:%ff@example.com",
+    ):
         answer = await client.get(path)
         assert answer.status == 422, path
         assert answer.body["error"]["field"] == "aor"
