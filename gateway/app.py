@@ -43,6 +43,9 @@ from gateway.store import DeviceStore, Registry, SQLitePersister
 
 __all__ = ["Gateway", "GatewayReactor", "build_service"]
 
+# Longest a stop waits for APNs pushes in flight.
+SHUTDOWN_GRACE_S = 10.0
+
 
 class GatewayReactor(H2AgentReactor, IReactorFromThreads, IReactorCore, IReactorUDP):
     """The reactor features the gateway's services need (sygnal's pattern)."""
@@ -367,9 +370,13 @@ def _apns(
     top.reloaders["APNs credentials"] = reload
 
     def close() -> Deferred[Any]:
-        return gatherResults(
-            [client.close(), *(a.close() for a in agents)], consumeErrors=True
+        # Pushes in flight get up to the request timeout to finish, then the
+        # connections close.
+        d = client.close(grace_s=min(apns.request_timeout_s, SHUTDOWN_GRACE_S))
+        d.addBoth(
+            lambda _: gatherResults([a.close() for a in agents], consumeErrors=True)
         )
+        return d
 
     attach(_Closing(close), "apns", top)
     return client

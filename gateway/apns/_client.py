@@ -255,11 +255,13 @@ class ApnsClient:
         if agent is not None:
             self._http = HTTPClient(agent, data_to_body_producer=_to_producer)
 
-    def close(self) -> Deferred[None]:
+    def close(self, grace_s: float = 0.0) -> Deferred[None]:
         """Stop for service shutdown; fires once no push is in flight.
 
-        New and queued pushes end as ``Overloaded("closed")``; in-flight ones
-        are cancelled and end as ``Retryable("Shutdown")``, so no caller hangs.
+        New and queued pushes end as ``Overloaded("closed")``. Pushes in
+        flight get ``grace_s`` seconds to finish (retries included); those
+        still running then are cancelled and end as ``Retryable("Shutdown")``,
+        so no caller hangs.
         """
         self._closed = True
         while self._queue:
@@ -267,15 +269,22 @@ class ApnsClient:
             job.result.callback(
                 self._overloaded(job.notification, Overloaded("closed"))
             )
-        for job in list(self._running):
-            job.shutdown = True
-            if job.running is not None:
-                job.running.cancel()
         if self._in_flight == 0:
             return succeed(None)
         idle: Deferred[None] = Deferred()
         self._idle.append(idle)
+        if grace_s <= 0:
+            self._cancel_running()
+        else:
+            timer = self._reactor.callLater(grace_s, self._cancel_running)
+            idle.addBoth(lambda result: _cancel_timer(timer, result))
         return idle
+
+    def _cancel_running(self) -> None:
+        for job in list(self._running):
+            job.shutdown = True
+            if job.running is not None:
+                job.running.cancel()
 
     def _overloaded(
         self, notification: ApnsNotification, outcome: Overloaded
@@ -520,3 +529,9 @@ def _response_apns_id(response: IResponse) -> str | None:
     except UnicodeDecodeError:
         return None
     return value if _APNS_ID_RE.fullmatch(value) else None
+
+
+def _cancel_timer(timer: IDelayedCall, result: _T) -> _T:
+    if timer.active():
+        timer.cancel()
+    return result

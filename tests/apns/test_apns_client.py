@@ -563,6 +563,35 @@ def test_close_ends_every_push_with_an_outcome() -> None:
     assert h.clock.getDelayedCalls() == []
 
 
+def test_close_with_grace_lets_in_flight_pushes_finish() -> None:
+    """close(grace_s): in-flight pushes answered within the grace succeed;
+    those still open when it ends are cancelled; new pushes are refused."""
+    h = Harness(max_in_flight=2)
+    quick, slow = h.push(), h.push()
+    closed = h.client.close(grace_s=5)
+    assert success_of(h.push()) == Overloaded("closed")
+    h.clock.advance(1)
+    h.agent.requests[0].answer(Reply(200))
+    assert isinstance(success_of(quick), Delivered)
+    assert not closed.called
+    h.clock.advance(4)
+    assert success_of(slow) == Retryable("Shutdown")
+    assert h.agent.requests[1].cancelled
+    assert success_of(closed) is None
+    assert h.clock.getDelayedCalls() == []
+
+
+def test_close_with_grace_fires_early_when_all_done() -> None:
+    """Once the last in-flight push ends, close() fires and its timer goes."""
+    h = Harness()
+    d = h.push()
+    closed = h.client.close(grace_s=30)
+    h.agent.requests[0].answer(Reply(200))
+    assert isinstance(success_of(d), Delivered)
+    assert success_of(closed) is None
+    assert h.clock.getDelayedCalls() == []
+
+
 def test_close_during_backoff_and_when_idle(h: Harness) -> None:
     """A push waiting to retry ends at close; an idle client closes at once."""
     h.agent.script(Reply(503, _body("ServiceUnavailable")))
