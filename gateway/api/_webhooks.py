@@ -131,6 +131,10 @@ class WebhookSender:
         """Events queued, sending or waiting to retry (bounded by max_queue)."""
         return len(self._queue) + len(self._waiting) + self._busy
 
+    def wants(self, event_type: str) -> bool:
+        """Whether ``event_type`` is subscribed (skip building unwanted data)."""
+        return not self._stopped and event_type in self.settings.events
+
     def emit(self, event_type: str, data: dict[str, Any]) -> str | None:
         """Queue an event; its id, or None if filtered out or dropped."""
         if self._stopped or event_type not in self.settings.events:
@@ -268,15 +272,19 @@ class WebhookObserver:
         self._sender = sender
 
     def call_started(self, call: ActiveCall) -> None:
-        self._sender.emit("call.started", call_view(call))
+        self._call("call.started", call)
 
     def call_ringing(self, call: ActiveCall) -> None:
-        self._sender.emit("call.ringing", call_view(call))
+        self._call("call.ringing", call)
 
     def call_ended(self, call: ActiveCall) -> None:
-        self._sender.emit("call.ended", call_view(call))
+        self._call("call.ended", call)
 
     def message_stored(self, message_id: str, device_ids: tuple[str, ...]) -> None:
-        self._sender.emit(
-            "message.stored", {"message_id": message_id, "device_ids": list(device_ids)}
-        )
+        if self._sender.wants("message.stored"):
+            data = {"message_id": message_id, "device_ids": list(device_ids)}
+            self._sender.emit("message.stored", data)
+
+    def _call(self, event_type: str, call: ActiveCall) -> None:
+        if self._sender.wants(event_type):
+            self._sender.emit(event_type, call_view(call))

@@ -195,7 +195,8 @@ class Receiver(Resource):
 @pytest_twisted.ensureDeferred
 async def test_call_events_reach_a_real_receiver(tmp_path: Path) -> None:
     """An API call that rings and is cancelled posts call.ringing and
-    call.ended (signed, via treq) to the integrator's URL."""
+    call.ended, and a message message.stored (signed, via treq), to the
+    integrator's URL."""
     receiver = Receiver()
     port = reactor.listenTCP(0, Site(receiver), interface="127.0.0.1")
     from api_helpers import EPHEMERAL, EXAMPLE, KEY
@@ -237,6 +238,16 @@ async def test_call_events_reach_a_real_receiver(tmp_path: Path) -> None:
         assert (ended["call_id"], ended["outcome"]) == (
             created.body["call_id"],
             "cancelled",
+        )
+        sent = await client.post(
+            "/v1/messages",
+            {"device_ids": ["hook-phone"], "from": {"handle": "7"}, "body": "hi"},
+        )
+        await until(lambda: len(receiver.events) >= 3)
+        stored = receiver.events[2][0]
+        assert (stored["type"], stored["data"]) == (
+            "message.stored",
+            {"message_id": sent.body["message_id"], "device_ids": ["hook-phone"]},
         )
         await close_device(device)
     finally:
