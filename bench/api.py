@@ -542,7 +542,8 @@ def section(args: argparse.Namespace, summary: dict[str, Any]) -> str:
         if args.gc_freeze
         else "Default garbage collector settings."
     )
-    return f"""## API
+    return (
+        f"""## API
 
 `bench/api.py --devices {args.devices} --duration {args.duration:g} \
 --concurrency {args.concurrency} --rate {args.rate:g} --clients {args.clients}\
@@ -573,8 +574,9 @@ p99 {lat["p99_ms"]} ms, max {lat["max_ms"]} ms ({lat["over_20ms"]:,} of \
 | {"met" if ok_lat else "missed"} |
 
 Statuses: throughput {tp["statuses"]}, latency {lat["statuses"]}.
-{"".join(chr(10) + note for note in args.note or [])}
-"""
+{"".join(chr(10) + note + chr(10) for note in args.note or [])}""".rstrip()
+        + "\n"
+    )
 
 
 def write_docs(text: str) -> Path:
