@@ -28,8 +28,8 @@ ended calls 5 s (``calls.resume_window_s``), so the number of live calls stays
 bounded; their ends send ``call_cancel`` frames the devices ack too.
 
 ``--gc-freeze`` runs the gateway with ``gc.freeze()`` and a higher gen-0
-threshold after start-up: full collections over the start-up heap were the
-latency tail. Diagnostics for the gateway process, by environment variable:
+threshold after start-up: full collections were the latency tail.
+Diagnostics for the gateway process, by environment variable:
 ``VOIPGW_BENCH_PROFILE=<file>`` (cProfile), ``VOIPGW_BENCH_GC=1`` (full
 collections and an object census on stderr); ``VOIPGW_BENCH_TIMELINE=1``
 prints the worst latency per quarter second.
@@ -537,10 +537,12 @@ def section(args: argparse.Namespace, summary: dict[str, Any]) -> str:
     ok_tp = tp["rate"] >= 1000
     ok_lat = lat["p99_ms"] <= 20
     gc_note = (
-        "The gateway ran with `gc.collect(); gc.freeze();"
-        " gc.set_threshold(20000, 50, 100)` after start-up (`--gc-freeze`)."
+        "The gateway froze its start-up heap (`Gateway.startService` calls"
+        " `gc.freeze()`) and, with `--gc-freeze`, also ran with"
+        " `gc.set_threshold(20000, 50, 100)`."
         if args.gc_freeze
-        else "Default garbage collector settings."
+        else "The gateway froze its start-up heap (`Gateway.startService` calls"
+        " `gc.freeze()`); default collector thresholds."
     )
     return (
         f"""## API
