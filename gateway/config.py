@@ -38,6 +38,7 @@ __all__ = [
     "SipConfig",
     "StoreConfig",
     "TlsListenerConfig",
+    "WebhooksConfig",
     "dump_config",
     "load_config",
     "parse_proxy",
@@ -255,6 +256,40 @@ class ApiConfig:
     max_body_bytes: int = _setting(65_536, check=_between(1024, 16_777_216))
 
 
+WEBHOOK_EVENTS = ("call.started", "call.ringing", "call.ended", "message.stored")
+
+
+def _events(value: Any) -> str | None:
+    unknown = [e for e in value if e not in WEBHOOK_EVENTS]
+    if unknown:
+        names = ", ".join(repr(e) for e in WEBHOOK_EVENTS)
+        return f"unknown event {unknown[0]!r} (known: {names})"
+    return None
+
+
+def _http_url(value: Any) -> str | None:
+    if value and not value.startswith(("http://", "https://")):
+        return "must be an http:// or https:// URL"
+    return None
+
+
+@attrs.frozen
+class WebhooksConfig:
+    """Call and message events POSTed to the integrator, HMAC-signed."""
+
+    enabled: bool = _setting(False)
+    url: str = _setting("", check=_http_url)
+    secret_file: Path | None = _setting(None, path=_PRIVATE)
+    events: tuple[str, ...] = _setting(
+        ("call.ringing", "call.ended", "message.stored"), check=_events
+    )
+    timeout_s: float = _setting(5.0, check=_between(0.5, 60))
+    max_queue: int = _setting(10_000, check=_between(1, 1_000_000))
+    max_attempts: int = _setting(8, check=_between(1, 100))
+    backoff_s: float = _setting(1.0, check=_between(0.1, 3600))
+    backoff_max_s: float = _setting(300.0, check=_between(1, 86_400))
+
+
 @attrs.frozen
 class StoreConfig:
     """Where devices, bindings and pending messages live."""
@@ -284,6 +319,7 @@ class Config:
     apns: ApnsConfig = _setting(ApnsConfig())
     calls: CallsConfig = _setting(CallsConfig())
     api: ApiConfig = _setting(ApiConfig())
+    webhooks: WebhooksConfig = _setting(WebhooksConfig())
     store: StoreConfig = _setting(StoreConfig())
     log: LogConfig = _setting(LogConfig())
 
@@ -310,6 +346,7 @@ for _cls in (
     ApnsConfig,
     CallsConfig,
     ApiConfig,
+    WebhooksConfig,
     StoreConfig,
     LogConfig,
     Config,
@@ -593,6 +630,8 @@ def _file_checks(config: Config, loader: _Loader, origin: Mapping[str, str]) -> 
         wanted += [("apns.cert_key_file", apns.cert_key_file, _PRIVATE)]
     if apns.auth != "disabled":
         wanted += [("apns.ca_file", apns.ca_file, _CERT)]
+    if config.webhooks.enabled:
+        wanted += [("webhooks.secret_file", config.webhooks.secret_file, _PRIVATE)]
     wanted += [("store.path", config.store.path, _WRITABLE)]
     for key, path, kind in wanted:
         if path is None or key in loader.bad:
@@ -649,6 +688,11 @@ def _cross_checks(config: Config, source: str, bad: set[str]) -> list[str]:
         )
     if apns.auth != "disabled" and not apns.bundle_id:
         found.append(("apns.bundle_id", "required when APNs is enabled"))
+    hooks = config.webhooks
+    if hooks.enabled:
+        found += _required(
+            hooks, "webhooks", ("url", "secret_file"), "webhooks.enabled"
+        )
     found += _port_clashes(config)
     return [f"{source}: {key}: {reason}" for key, reason in found if key not in bad]
 

@@ -267,6 +267,30 @@ BAD: list[tuple[str, str, dict[str, str], list[str]]] = [
         ["apns.proxy: must be http://host:port (credentials, if any, before an @)"],
     ),
     (
+        "webhooks without url and secret",
+        BASE + "[webhooks]\nenabled = true\n",
+        {},
+        [
+            "webhooks.url: required with webhooks.enabled",
+            "webhooks.secret_file: required with webhooks.enabled",
+        ],
+    ),
+    (
+        "webhook event unknown",
+        BASE + '[webhooks]\nevents = ["call.exploded"]\n',
+        {},
+        [
+            "webhooks.events: unknown event 'call.exploded' (known: 'call.started', "
+            "'call.ringing', 'call.ended', 'message.stored')"
+        ],
+    ),
+    (
+        "webhook url scheme",
+        BASE + '[webhooks]\nurl = "ftp://x"\n',
+        {},
+        ["webhooks.url: must be an http:// or https:// URL"],
+    ),
+    (
         "dev_mode not bool",
         'dev_mode = "yes"\n' + BASE,
         {},
@@ -446,3 +470,20 @@ def test_check_config_cli_on_bad_file(
     assert main(["check-config", str(bad)]) == 1
     err = capsys.readouterr().err
     assert f"{bad}: sip.udp.port: must be between 0 and 65535 (got -1)" in err
+
+
+def test_webhooks_section_reaches_the_sender(cfgdir: Path) -> None:
+    """[webhooks] settings (and the secret file's bytes) feed the webhook sender."""
+    from gateway.api._webhooks import webhook_settings
+
+    text = BASE + (
+        '[webhooks]\nenabled = true\nurl = "https://backend.example/hook"\n'
+        'secret_file = "secret"\nevents = ["call.ended"]\nmax_attempts = 3\n'
+    )
+    settings = webhook_settings(load_config(_load(cfgdir, text), environ={}))
+    assert settings is not None
+    assert settings.url == "https://backend.example/hook"
+    assert settings.secret == b"x" * 40
+    assert settings.events == ("call.ended",)
+    assert settings.max_attempts == 3
+    assert webhook_settings(load_config(_load(cfgdir, BASE), environ={})) is None
