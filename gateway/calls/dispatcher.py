@@ -431,6 +431,8 @@ class Dispatcher:
         )
 
     def _forget(self, call: ActiveCall) -> None:
+        # Drop the timers: a DelayedCall holds the call in its arguments.
+        call.timer = call.reaper = None
         self._calls.pop(call.call_id, None)
         for device_id in call.devices:
             ids = self._by_device.get(device_id)

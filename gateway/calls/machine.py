@@ -250,16 +250,6 @@ class Call:
         self.rang = False
         self.answered_by: str | None = None
         self.ended_at: float | None = None
-        self._handlers: dict[type, Callable[..., list[Action]]] = {
-            LocalAcked: self._local_acked,
-            LocalFailed: self._local_failed,
-            PushResult: self._push_result,
-            DeviceReport: self._device_report,
-            Cancelled: self._cancelled,
-            RingTimeout: self._ring_timeout,
-            CancelDelivered: self._cancel_delivered,
-            Resumed: self._resumed,
-        }
 
     @property
     def ended(self) -> bool:
@@ -282,7 +272,8 @@ class Call:
             device_id = event.device_id
             if device_id not in self.legs:
                 return []
-        actions: list[Action] = self._handlers[type(event)](event, now)
+        handler = _HANDLERS[type(event)]
+        actions: list[Action] = handler(self, event, now)
         return actions
 
     def push_status(self) -> str:
@@ -466,3 +457,18 @@ class Call:
                     )
                 )
         return actions
+
+
+# The transition table: one handler per event type. A module-level table, not
+# bound methods on each Call, so an ended call holds no reference cycle and is
+# freed by reference counting alone.
+_HANDLERS: dict[type, Callable[..., list[Action]]] = {
+    LocalAcked: Call._local_acked,
+    LocalFailed: Call._local_failed,
+    PushResult: Call._push_result,
+    DeviceReport: Call._device_report,
+    Cancelled: Call._cancelled,
+    RingTimeout: Call._ring_timeout,
+    CancelDelivered: Call._cancel_delivered,
+    Resumed: Call._resumed,
+}

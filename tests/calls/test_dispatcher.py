@@ -18,7 +18,7 @@ from gateway.calls.dispatcher import (
 )
 from gateway.calls.machine import PUSH_FAILED_REASON, RATE_LIMITED_REASON, Final
 from gateway.localpush.frames import CallCancelFrame, CallFrame
-from gateway.localpush.hub import ACK_TIMEOUT
+from gateway.localpush.hub import ACK_TIMEOUT, DeliveryResult
 from gateway.store import Binding, Device, MemoryPersister, Registry
 
 AOR = "sip:bob@example.com"
@@ -236,3 +236,34 @@ def test_expires_caps_ring_timeout(env: Env) -> None:
     env.dispatcher.start(attrs.evolve(REQ, ring_timeout_s=5), listener)
     env.clock.advance(5)
     assert listener.events[-1][2] == Final(480)
+
+
+def test_forgotten_calls_are_freed_without_the_cycle_collector(env: Env) -> None:
+    """An ended call, once forgotten, holds no reference cycle: refcounting
+    frees it, so no full GC pass is needed to reclaim calls."""
+    import gc
+    import weakref
+
+    gc.collect()
+    gc.disable()
+    try:
+        env.hub.online.add("phone")
+        call = env.dispatcher.start(REQ, Listener())
+        assert call is not None
+        env.hub.ack(0)
+        env.apns.answer(0, Delivered("a"))
+        env.dispatcher.cancel(call.call_id, "remote_ended")
+        for _, _, d in env.hub.sent:
+            if not d.called:
+                d.callback(DeliveryResult(delivered=True))
+        for _, d in env.apns.pushes:
+            if not d.called:
+                d.callback(Delivered("x"))
+        env.clock.advance(60)
+        refs = [weakref.ref(call), weakref.ref(call.machine)]
+        del call
+        env.hub.sent.clear()
+        env.apns.pushes.clear()
+        assert [r() for r in refs] == [None, None]
+    finally:
+        gc.enable()
