@@ -139,3 +139,78 @@ def test_device_hello_then_call_rings_over_local_push(
     assert "iphone-1" in logged  # the session was logged at all
     assert token not in logged
     assert "ab" * 32 not in logged
+
+
+def _start(etc: Path) -> Gateway:
+    config = load_config(etc / "voipgw.toml", environ=EPHEMERAL)
+    service = build_service(config, reactor)  # type: ignore[arg-type]
+    service.startService()
+    return service
+
+
+def _connect_device(gateway: Gateway, device_id: str) -> Any:
+    """Open a TLS session and send hello; fires with the device client."""
+    config = gateway.config
+    assert config.localpush.cert is not None
+    assert config.localpush.jwt_secret_file is not None
+    address = gateway.listeners["localpush"].address
+    assert address is not None
+    options = optionsForClientTLS(
+        "localhost", trustRoot=Certificate.loadPEM(config.localpush.cert.read_bytes())
+    )
+    endpoint = endpoints.SSL4ClientEndpoint(reactor, *address, options)
+    secret = read_jwt_secret(config.localpush.jwt_secret_file)
+    token = mint_device_token(secret, device_id, "sip:bob@example.com", now=time.time())
+
+    def hello(device: Device) -> Device:
+        device.transport.write(
+            _frame({"type": "hello", "v": 1, "device_id": device_id, "token": token})
+        )
+        return device
+
+    return endpoints.connectProtocol(endpoint, Device()).addCallback(hello)
+
+
+@pytest.mark.integration
+@pytest_twisted.inlineCallbacks
+def test_messages_survive_a_gateway_restart(tmp_path: Path) -> Any:
+    """A message for an offline device is stored, survives a restart of the
+    gateway, and is delivered oldest first when the device connects."""
+    from gateway.messages import MessageRequest
+    from gateway.store import Device as StoredDevice
+
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    shutil.copy(EXAMPLE, etc / "voipgw.toml")
+    first = _start(etc)
+    try:
+        assert first.registry is not None and first.messenger is not None
+        yield first.registry.put_device(
+            StoredDevice("iphone-1", aors=("sip:bob@example.com",))
+        )
+        for body in ("one", "two"):
+            d = first.messenger.send(
+                MessageRequest(
+                    sender_handle="+4930123", body=body, aor="sip:bob@example.com"
+                )
+            )
+            assert d is not None
+            yield d
+    finally:
+        yield first.stopService()
+
+    second = _start(etc)
+    try:
+        device = yield _connect_device(second, "iphone-1")
+        assert (yield device.next_frame())["type"] == "welcome"
+        first_message = yield device.next_frame()
+        second_message = yield device.next_frame()
+        assert [first_message["body"], second_message["body"]] == ["one", "two"]
+        for frame in (first_message, second_message):
+            device.transport.write(_frame({"type": "ack", "id": frame["id"]}))
+        device.transport.write(_frame({"type": "bye"}))
+        yield device.lost
+        assert second.registry is not None
+        assert second.registry.pending_messages("iphone-1", time.time()) == []
+    finally:
+        yield second.stopService()
