@@ -128,9 +128,9 @@ def test_cancel_487_reason_and_missed_alert(
     yield offline_device(connect_device, "ipad-1", BOB, **APNS_HELLO)
     phone = yield connect_device("phone-1", BOB)
 
-    # The call rings for 0.5 s before the CANCEL (sipp -d): both devices have
+    # The call rings for 1 s before the CANCEL (sipp -d): both devices have
     # been told of it by then (the 487's X-Push-Status shows it).
-    result = yield sipp.run(scenario, transport, extra=("-d", "500"))
+    result = yield sipp.run(scenario, transport, extra=("-d", "1000"))
 
     _ok(result)
     assert result.statuses("INVITE") == [100, 180, 487]
