@@ -310,9 +310,21 @@ class Call:
         if event.status == "accepted":
             leg.apns = "accepted"
             self._tell(leg, now)
-            if self.ended:
+            if not self.ended:
+                return self._ring(leg)
+            if leg.cancel_reason is None:
                 return self._cancel_leg(leg)
-            return self._ring(leg)
+            if leg.cancel_delivered:
+                return []
+            # The call ended while this push was in flight: the cancel then
+            # went nowhere (no session, device not yet told). Now the device
+            # knows of the call, so it is owed the cancel and, for a missed
+            # call, the alert.
+            return [
+                SendCancel(
+                    leg.device_id, leg.cancel_reason, self._missed, leg.alert_token
+                )
+            ]
         if event.status == "rate_limited":
             leg.apns = "rate_limited"
         elif event.status == "rejected":

@@ -136,13 +136,26 @@ def test_cancel_is_487_and_tells_devices(reason: str, missed: bool) -> None:
     ]
 
 
-def test_push_accepted_after_cancel_gets_cancel_at_once() -> None:
-    """A push that lands after the call ended: the device is told it ended."""
+def test_push_accepted_after_cancel_gets_cancel_and_missed_alert() -> None:
+    """The caller hung up while the push was in flight: when APNs accepts it,
+    the device is owed the cancel and, the call being missed, the alert."""
     call, _ = _call(OFFLINE)
-    call.handle(Cancelled("remote_ended"), 0.5)
-    assert (
-        call.handle(PushResult("ipad", "accepted"), 0.6) == []
-    )  # cancel already queued
+    assert call.handle(Cancelled("remote_ended"), 0.5) == [
+        Final(487),
+        SendCancel("ipad", "remote_ended", False, "dd" * 32),  # not told yet
+    ]
+    assert call.handle(PushResult("ipad", "accepted"), 0.6) == [
+        SendCancel("ipad", "remote_ended", True, "dd" * 32)
+    ]
+
+
+def test_push_accepted_after_answered_elsewhere_is_not_missed() -> None:
+    """Answered elsewhere: the late push's device gets the cancel, no alert."""
+    call, _ = _call(OFFLINE)
+    call.handle(Cancelled("answered_elsewhere"), 0.5)
+    assert call.handle(PushResult("ipad", "accepted"), 0.6) == [
+        SendCancel("ipad", "answered_elsewhere", False, "dd" * 32)
+    ]
 
 
 def test_decline_policy_all_needs_every_device() -> None:
