@@ -448,10 +448,13 @@ def _read_head(data: bytes) -> _Head:
     append = head.headers.append
     first, vias, contacts = head.first, head.vias, head.contacts
     cache = _NAME_CACHE
+    malformed = False
     for i in range(1, len(lines)):
         name, colon, raw_value = lines[i].partition(":")
         if not colon:
-            raise SipParseError("Header line without colon")
+            # Read on: the other headers may still route a 400 back.
+            malformed = True
+            continue
         known = cache.get(name)
         canon, key = known if known is not None else _canonical(name)
         value = raw_value.strip(" \t")
@@ -469,6 +472,8 @@ def _read_head(data: bytes) -> _Head:
                 vias.append(value)
             elif key == "contact":
                 contacts.append(value)
+    if malformed:
+        raise SipParseError("Header line without colon", raw=head.raw())
     return head
 
 

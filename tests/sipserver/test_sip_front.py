@@ -412,3 +412,14 @@ def test_shutdown_answers_pending_invites_503(front: Front) -> None:
     )
     front.send(request("INVITE", branch="z9hG4bK-new", call_id="c9"))
     assert front.statuses() == [100, 503]
+
+
+def test_header_line_without_colon_gets_400(front: Front) -> None:
+    """Bad header syntax with a routable Via: 400 naming the problem (calls.md)."""
+    bad = request("OPTIONS", branch="z9hG4bK-nocolon").replace(
+        b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nThis line has no colon\r\n"
+    )
+    front.send(bad)
+    [r] = front.responses()
+    assert (r.status, r.reason) == (400, "Header line without colon")
+    assert r.header("Call-ID") == "c1@test"
