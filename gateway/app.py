@@ -287,6 +287,7 @@ def _sip(config: Config, reactor: GatewayReactor, top: Gateway) -> SipService:
             reactor,
             idle_timeout_s=sip.tcp_idle_timeout_s,
             max_connections=sip.tcp_max_connections,
+            message_timeout_s=sip.tcp_message_timeout_s,
         )
         if kind is Transport.TLS:
             assert sip.tls.cert is not None and sip.tls.key is not None

@@ -175,6 +175,7 @@ class SipConfig:
     max_message_bytes: int = _setting(65_535, check=_between(1024, 1_048_576))
     max_message_body_bytes: int = _setting(4096, check=_between(1, 65_536))
     tcp_idle_timeout_s: float = _setting(300.0, check=_between(1, 86_400))
+    tcp_message_timeout_s: float = _setting(10.0, check=_between(0.5, 600))
     tcp_max_connections: int = _setting(10_000, check=_between(1, 1_000_000))
     register_networks: tuple[str, ...] = _setting(
         ("127.0.0.0/8", "::1/128"), check=_networks

@@ -304,7 +304,7 @@ class SipStreamProtocol(Protocol):
         """A message must complete within a bound (slow-loris peers)."""
         if self.framer.buffered and self._partial is None:
             self._partial = self.factory.clock.callLater(
-                PARTIAL_MESSAGE_TIMEOUT_S, self._close, "incomplete message"
+                self.factory.message_timeout_s, self._close, "incomplete message"
             )
         elif not self.framer.buffered and self._partial is not None:
             if self._partial.active():
@@ -340,11 +340,13 @@ class SipStreamFactory(Factory):
         *,
         idle_timeout_s: float,
         max_connections: int,
+        message_timeout_s: float = PARTIAL_MESSAGE_TIMEOUT_S,
     ) -> None:
         self.server = server
         self.kind = kind
         self.clock = clock
         self.idle_timeout_s = idle_timeout_s
+        self.message_timeout_s = message_timeout_s
         self.max_connections = max_connections
         self.open = 0
 

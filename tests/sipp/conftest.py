@@ -75,6 +75,8 @@ def gateway_environ(
     env = {
         "VOIPGW_SIP__UDP__PORT": "0",
         "VOIPGW_SIP__TCP__PORT": "0",
+        # The slow-loris test waits for this; complete messages never do.
+        "VOIPGW_SIP__TCP_MESSAGE_TIMEOUT_S": "1",
         "VOIPGW_LOCALPUSH__PORT": "0",
         "VOIPGW_API__PORT": "0",
         "VOIPGW_APNS__AUTH": "token",

@@ -240,12 +240,10 @@ def test_slow_loris_is_closed_while_others_are_served(
     peer: UdpPeer,
     connect_device: Connect,
     sipp_for: Callable[[str], Sipp],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> Generator[Deferred[Any], Any, None]:
     """A TCP peer trickling one byte at a time is closed once the partial-
     message timeout (here 1 s) has passed since its first byte; meanwhile
     another TCP client's OPTIONS and a whole call over TCP complete."""
-    monkeypatch.setattr(sip_server, "PARTIAL_MESSAGE_TIMEOUT_S", 1.0)
     phone = yield connect_device("phone-1", BOB)
     loris = yield _tcp_peer(gateway)
     assert loris.transport is not None
