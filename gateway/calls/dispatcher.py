@@ -426,6 +426,10 @@ class Dispatcher:
             status=call.push_status,
         )
         self._notify(call.listener.call_ended, call)
+        # Kept for the resume window, an ended call needs only its machine:
+        # let the listener (and the SIP request it holds) go, so calls held
+        # for replay cost few objects for the GC to walk.
+        call.listener = _ENDED
         call.reaper = self._clock.callLater(
             self.settings.resume_window_s, self._forget, call
         )
@@ -463,6 +467,19 @@ class Dispatcher:
 
     def _log_failure(self, failure: Any, what: str) -> None:
         self.log.failure("Unexpected error delivering {what}", failure, what=what)
+
+
+class _EndedListener:
+    """Stands in for the listener of an ended call: it hears nothing more."""
+
+    def call_ringing(self, call: ActiveCall) -> None:
+        """Nothing: the call is over."""
+
+    def call_ended(self, call: ActiveCall) -> None:
+        """Nothing: it was told already."""
+
+
+_ENDED = _EndedListener()
 
 
 def _reason(outcome: Outcome) -> str:
