@@ -1,4 +1,4 @@
-"""The APNs client: POSTs pushes through any HTTP/2 ``IAgent``.
+"""The APNs client: POSTs pushes through any HTTP/2 ``IAgent`` via treq.
 
 Each push ends in exactly one ``Outcome``: retryable answers are retried with
 jittered exponential backoff (same ``apns-id``) until the push's deadline, a
@@ -6,10 +6,6 @@ stale provider token is refreshed and retried once, and everything the
 transport can throw (lost connection, timeout, garbage) is classified rather
 than surfacing as an error. In-flight pushes and the queue behind them are
 bounded; past that ``push`` fails fast with ``Overloaded``.
-
-The agent is called directly, not through treq: its cookie jar, content
-decoder (an ``accept-encoding: gzip`` on every push) and URL re-encoding cost
-as much CPU as the HTTP/2 stream itself and do nothing for APNs (bench/apns.py).
 """
 
 from __future__ import annotations
@@ -22,14 +18,16 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import attrs
+from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IResponse
+from twisted.web.iweb import IAgent, IBodyProducer, IResponse
+from zope.interface import implementer
 
 from gateway.apns._auth import ApnsAuth
 from gateway.apns._outcome import (
@@ -50,7 +48,6 @@ from gateway.apns._payload import (
     token_hint,
 )
 from gateway.apns._settings import ApnsSettings
-from gateway.http2 import BytesProducer
 
 __all__ = ["ApnsClient", "ApnsStats", "TokenRejectedCallback"]
 
@@ -77,6 +74,34 @@ class ApnsStats:
     timeouts: int = 0
     connection_errors: int = 0
     provider_token_refreshes: int = 0
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """Writes the payload at once; treq's default would use the global reactor."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        consumer.write(self._data)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def _to_producer(data: Any) -> IBodyProducer:
+    if not isinstance(data, bytes):
+        raise TypeError("APNs payloads are bytes")
+    return _BytesProducer(data)
 
 
 class _CappedBody(Protocol):
@@ -175,7 +200,7 @@ class ApnsClient:
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self._reactor = reactor
-        self._agent = agent
+        self._http = HTTPClient(agent, data_to_body_producer=_to_producer)
         self._auth = auth
         self._settings = settings
         self._on_token_rejected = on_token_rejected
@@ -228,7 +253,7 @@ class ApnsClient:
         certificate auth, the ``agent`` that presents the new certificate."""
         self._auth = auth
         if agent is not None:
-            self._agent = agent
+            self._http = HTTPClient(agent, data_to_body_producer=_to_producer)
 
     def close(self, grace_s: float = 0.0) -> Deferred[None]:
         """Stop for service shutdown; fires once no push is in flight.
@@ -424,11 +449,9 @@ class ApnsClient:
         delay = ceiling * (0.5 + self._jitter() / 2)
         return delay if retry_after is None else max(delay, retry_after)
 
-    def _url(self, notification: ApnsNotification) -> bytes:
+    def _url(self, notification: ApnsNotification) -> str:
         host, port = self._settings.endpoint(notification.environment)
-        authority = host if port == 443 else f"{host}:{port}"
-        url = f"https://{authority}/3/device/{notification.device_token}"
-        return url.encode("ascii")  # host and token are validated ASCII
+        return f"https://{host}:{port}/3/device/{notification.device_token}"
 
     async def _attempt(
         self,
@@ -464,11 +487,12 @@ class ApnsClient:
         timer: _AttemptTimer,
     ) -> Coroutine[Any, Any, Outcome]:
         headers = Headers(request_headers(notification, authorization))
-        requested = self._agent.request(
-            b"POST",
+        requested = self._http.post(
             self._url(notification),
-            headers,
-            BytesProducer(notification.payload),
+            data=notification.payload,
+            headers=headers,
+            allow_redirects=False,
+            unbuffered=True,
         )
         return self._read(notification, timer.guard(requested), timer)
 
