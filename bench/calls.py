@@ -49,6 +49,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _docs import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 VENV_BIN = Path(sys.executable).parent
@@ -878,17 +880,7 @@ def _gateway_problems(log: Path) -> list[str]:
 
 def write_docs(figures: dict[str, Any], args: argparse.Namespace) -> None:
     """Replace (or add) the "Calls (SIP)" section; other sections stay."""
-    text = render(figures, args)
-    current = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    start = current.find(SECTION + "\n")
-    if start == -1:
-        new = current.rstrip("\n") + "\n\n" + text
-    else:
-        end = current.find("\n## ", start + len(SECTION))
-        tail = current[end + 1 :] if end != -1 else ""
-        new = current[:start] + text + ("\n" + tail if tail else "")
-    DOCS.write_text(new)
-    print(f"wrote {DOCS}")
+    print(f"wrote {write_section(SECTION, render(figures, args), DOCS)}")
 
 
 def _pct(x: float) -> str:

@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _docs import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -885,23 +887,7 @@ def markdown(
 
 def write_docs(section: str) -> Path:
     """Replace (or add) the "Local push" section of docs/benchmarks.md."""
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next(
-        (i for i, ln in enumerate(lines) if ln.strip() == "## Local push"), None
-    )
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-            len(lines),
-        )
-        tail = "".join(lines[end:])
-        new = "".join(lines[:start]) + section + ("\n" + tail if tail else "")
-    path.write_text(new)
-    return path
+    return write_section("## Local push", section)
 
 
 def run_bench(args: argparse.Namespace) -> int:
