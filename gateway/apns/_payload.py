@@ -140,14 +140,14 @@ def voip_notification(
     expiration: int | None = None,
 ) -> ApnsNotification:
     """A VoIP push: push type voip, topic ``<bundle>.voip``, a fresh apns-id."""
-    return ApnsNotification(
-        device_token=device_token,
-        environment=environment,
-        push_type=PushType.VOIP,
-        topic=topic_for(bundle_id, PushType.VOIP),
-        payload=payload,
-        deadline=deadline,
-        expiration=expiration,
+    return _notification(
+        PushType.VOIP,
+        device_token,
+        environment,
+        bundle_id,
+        payload,
+        deadline,
+        expiration,
     )
 
 
@@ -161,11 +161,31 @@ def alert_notification(
     expiration: int | None = None,
 ) -> ApnsNotification:
     """An alert push (missed call, message): push type alert, topic ``<bundle>``."""
+    return _notification(
+        PushType.ALERT,
+        device_token,
+        environment,
+        bundle_id,
+        payload,
+        deadline,
+        expiration,
+    )
+
+
+def _notification(  # noqa: PLR0917 - the two factories above pass their arguments on
+    push_type: PushType,
+    device_token: str,
+    environment: Environment,
+    bundle_id: str,
+    payload: bytes,
+    deadline: float,
+    expiration: int | None,
+) -> ApnsNotification:
     return ApnsNotification(
         device_token=device_token,
         environment=environment,
-        push_type=PushType.ALERT,
-        topic=topic_for(bundle_id, PushType.ALERT),
+        push_type=push_type,
+        topic=topic_for(bundle_id, push_type),
         payload=payload,
         deadline=deadline,
         expiration=expiration,
