@@ -457,6 +457,7 @@ _DEV_GENERATED = frozenset(
         "sip.tls.key",
         "api.cert",
         "api.key",
+        "api.keys_file",
     }
 )
 _BAD = object()

@@ -26,15 +26,24 @@ def prepare_dev_files(config: Config) -> list[Path]:
         write_self_signed(cert, key)
         made += [cert, key]
         log.warn("dev_mode: generated self-signed certificate {cert}", cert=str(cert))
-    secret = config.localpush.jwt_secret_file
-    if secret is not None and not secret.exists():
-        secret.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(48) + "\n")
-        made.append(secret)
-        log.warn("dev_mode: generated device JWT secret {path}", path=str(secret))
+    for path, what in (
+        (config.localpush.jwt_secret_file, "device JWT secret"),
+        (config.api.keys_file, "control API key"),
+    ):
+        if path is not None and not path.exists():
+            _write_private(path, secrets.token_urlsafe(48) + "\n")
+            made.append(path)
+            # The path only: the secret itself never goes to the log.
+            log.warn("dev_mode: generated {what} in {path}", what=what, path=str(path))
     return made
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create a file readable by its owner only, from the first byte."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def read_jwt_secret(path: Path) -> bytes:

@@ -72,3 +72,18 @@ def test_short_secret_refused(tmp_path: Path) -> None:
     path.write_bytes(b"short\n")
     with pytest.raises(ValueError, match="at least 32 bytes"):
         read_jwt_secret(path)
+
+
+def test_dev_mode_generates_an_api_key_file(example: Path) -> None:
+    """dev_mode creates the example's API keys file, private, with one key."""
+    from gateway.config import load_config
+    from gateway.devfiles import prepare_dev_files
+
+    config = load_config(example, environ={})
+    made = prepare_dev_files(config)
+    keys = example.parent.parent / "var" / "api-keys"
+    assert keys in made
+    assert keys.stat().st_mode & 0o777 == 0o600
+    [key] = keys.read_text().split()
+    assert len(key) >= 40
+    assert prepare_dev_files(config) == []  # never overwritten

@@ -416,7 +416,12 @@ def test_dev_mode_allows_missing_dev_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(etc / "voipgw.toml", environ={})
     missing = [p.split(": ")[1] for p in exc.value.problems]
-    assert missing == ["localpush.cert", "localpush.key", "localpush.jwt_secret_file"]
+    assert missing == [
+        "localpush.cert",
+        "localpush.key",
+        "localpush.jwt_secret_file",
+        "api.keys_file",
+    ]
 
 
 def test_dump_masks_proxy_credentials(cfgdir: Path) -> None:

@@ -55,6 +55,8 @@ def make_gateway(
         keys_file.write_text(keys)
         keys_file.chmod(0o600)
         environ["VOIPGW_API__KEYS_FILE"] = str(keys_file)
+    else:
+        environ["VOIPGW_API__KEYS_FILE"] = ""  # none at all (an empty value unsets)
     environ.update(env or {})
     config = load_config(etc / "voipgw.toml", environ=environ)
     return build_service(config, reactor)  # type: ignore[arg-type]
