@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import (
     IReactorCore,
     IReactorFromThreads,
@@ -195,11 +195,7 @@ def build_service(config: Config, reactor: GatewayReactor) -> Gateway:
 
 def _stop_dispatcher(dispatcher: Dispatcher) -> Deferred[None]:
     dispatcher.stop()
-    return Deferred.fromCoroutine(_done())
-
-
-async def _done() -> None:
-    return None
+    return succeed(None)
 
 
 def _localpush(

@@ -195,7 +195,6 @@ class Dispatcher:
         self._caller_limit = SlidingWindowLimiter(
             settings.caller_push_limit, settings.caller_push_window_s
         )
-        self.outcomes: dict[str, int] = {}  # for metrics
 
     # -- queries ----------------------------------------------------------------
 
@@ -418,7 +417,6 @@ class Dispatcher:
             call.timer.cancel()
         call.timer = None
         outcome = call.machine.outcome or "unknown"
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         self.log.info(
             "Call {call_id} ended: {outcome} ({status})",
             call_id=call.call_id,

@@ -145,15 +145,12 @@ class SipApplication:
         self._responder = responder
         self._invites: dict[TransactionKey, _InviteListener] = {}  # pending INVITEs
         self.shutting_down = False
-        self.requests: dict[str, int] = {}  # by method, for metrics
 
     # -- entry points ------------------------------------------------------------
 
     def handle(self, key: TransactionKey, request: Request, source: Any) -> None:
         """A new request (not a retransmission, not an ACK)."""
         method = request.method
-        counted = method if method in _METHODS else "other"
-        self.requests[counted] = self.requests.get(counted, 0) + 1
         handler = _METHODS.get(method)
         if handler is None:
             self.reply(key, request, 405, headers=[("Allow", ALLOW)])
