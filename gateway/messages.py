@@ -17,12 +17,12 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from gateway.apns import alert_notification, message_payload
+from gateway.apns import message_payload
 from gateway.calls.dispatcher import LocalPushPath, PushPath
 from gateway.directory import stored_message
 from gateway.localpush.hub import DeliveryResult
 from gateway.store import Device, DeviceStore, PendingMessage
-from gateway.targets import apns_environment, resolve_targets
+from gateway.targets import alert_for, resolve_targets
 
 __all__ = ["MessageRequest", "MessageResult", "Messenger"]
 
@@ -125,16 +125,16 @@ class Messenger:
     def _alert(self, request: MessageRequest, device: Device | None) -> None:
         if self._apns is None or device is None or not device.alert_token:
             return
-        notification = alert_notification(
-            device_token=device.alert_token,
-            environment=apns_environment(device),
-            bundle_id=device.topic or self._bundle_id,
-            payload=message_payload(
+        notification = alert_for(
+            device,
+            device.alert_token,
+            message_payload(
                 sender=request.sender_handle,
                 display_name=request.sender_display_name,
                 body=request.body,
             ),
-            deadline=self._clock.seconds() + 3600,
+            default_bundle=self._bundle_id,
+            now=self._clock.seconds(),
         )
         self._apns.push(notification).addErrback(
             lambda f: self.log.failure("Message alert failed", f)

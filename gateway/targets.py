@@ -9,10 +9,20 @@ from __future__ import annotations
 
 import hashlib
 
-from gateway.apns import Environment
+from gateway.apns import ApnsNotification, Environment, alert_notification
 from gateway.store import Device, DeviceStore
 
-__all__ = ["apns_environment", "apns_target_id", "resolve_targets"]
+__all__ = [
+    "ALERT_DEADLINE_S",
+    "alert_for",
+    "apns_environment",
+    "apns_target_id",
+    "bundle_for",
+    "resolve_targets",
+]
+
+# An alert (missed call, message) is still worth delivering this much later.
+ALERT_DEADLINE_S = 3600.0
 
 
 def apns_environment(device: Device | None) -> Environment:
@@ -20,6 +30,32 @@ def apns_environment(device: Device | None) -> Environment:
     if device is not None and device.apns_env == "sandbox":
         return Environment.SANDBOX
     return Environment.PRODUCTION
+
+
+def bundle_for(device: Device | None, default: str) -> str:
+    """The app's bundle id: the device's own (its hello's topic), else the
+    configured one."""
+    if device is not None and device.topic:
+        return device.topic
+    return default
+
+
+def alert_for(
+    device: Device | None,
+    token: str,
+    payload: bytes,
+    *,
+    default_bundle: str,
+    now: float,
+) -> ApnsNotification:
+    """The alert push of a missed call or a message for this device."""
+    return alert_notification(
+        device_token=token,
+        environment=apns_environment(device),
+        bundle_id=bundle_for(device, default_bundle),
+        payload=payload,
+        deadline=now + ALERT_DEADLINE_S,
+    )
 
 
 def apns_target_id(token: str) -> str:

@@ -24,7 +24,6 @@ from gateway.apns import (
     Delivered,
     Outcome,
     TokenRejected,
-    alert_notification,
     missed_call_payload,
     voip_notification,
     voip_payload,
@@ -53,7 +52,7 @@ from gateway.calls.ratelimit import SlidingWindowLimiter
 from gateway.localpush.frames import CallCancelFrame, CallFrame, FrameSpec, Party
 from gateway.localpush.hub import DeliveryResult, SessionInfo
 from gateway.store import Device, DeviceStore
-from gateway.targets import apns_environment, resolve_targets
+from gateway.targets import alert_for, apns_environment, bundle_for, resolve_targets
 
 __all__ = [
     "ActiveCall",
@@ -349,7 +348,7 @@ class Dispatcher:
         notification = voip_notification(
             device_token=action.voip_token,
             environment=apns_environment(device),
-            bundle_id=self._bundle(device),
+            bundle_id=bundle_for(device, self.settings.bundle_id),
             payload=voip_payload(
                 call_uuid=info.call_id,
                 handle=info.caller_handle,
@@ -398,16 +397,15 @@ class Dispatcher:
     ) -> None:
         if alert_token is None or self._apns is None:
             return
-        device = call.devices.get(device_id)
         info = call.machine.info
-        notification = alert_notification(
-            device_token=alert_token,
-            environment=apns_environment(device),
-            bundle_id=self._bundle(device),
-            payload=missed_call_payload(
+        notification = alert_for(
+            call.devices.get(device_id),
+            alert_token,
+            missed_call_payload(
                 call_uuid=info.call_id, display_name=info.caller_display_name
             ),
-            deadline=self._clock.seconds() + 3600,
+            default_bundle=self.settings.bundle_id,
+            now=self._clock.seconds(),
         )
         d = self._apns.push(notification)
         d.addErrback(self._log_failure, "missed-call alert")
@@ -451,11 +449,6 @@ class Dispatcher:
                     timer.cancel()
         self._calls.clear()
         self._by_device.clear()
-
-    def _bundle(self, device: Device | None) -> str:
-        if device is not None and device.topic:
-            return device.topic  # the app's bundle id (localpush.md hello)
-        return self.settings.bundle_id
 
     def _notify(self, fn: Callable[[ActiveCall], None], call: ActiveCall) -> None:
         try:
