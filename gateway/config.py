@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import attrs
 
 __all__ = [
+    "WEBHOOK_EVENTS",
     "ApiConfig",
     "ApnsConfig",
     "CallsConfig",

@@ -21,7 +21,6 @@ import hmac
 import json
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -35,9 +34,9 @@ from twisted.web.http_headers import Headers
 
 from gateway.api._views import call_view
 from gateway.calls.dispatcher import ActiveCall
+from gateway.config import WEBHOOK_EVENTS, Config
 
 if TYPE_CHECKING:
-    from gateway.config import Config
     from gateway.metrics import Metrics
 
 __all__ = [
@@ -49,7 +48,7 @@ __all__ = [
     "webhook_settings",
 ]
 
-EVENT_TYPES = ("call.started", "call.ringing", "call.ended", "message.stored")
+EVENT_TYPES = WEBHOOK_EVENTS  # validated against in config.py
 SIGNATURE_HEADER = "X-Voipgw-Signature"
 
 # (url, body, headers, timeout_s) -> Deferred firing with the HTTP status.
@@ -77,16 +76,17 @@ def sign(secret: bytes, body: bytes) -> str:
 
 
 def webhook_settings(config: Config) -> WebhookSettings | None:
-    """Settings from a ``[webhooks]`` section, if config.py defines one and
-    it is enabled; None otherwise."""
-    section: Any = getattr(config, "webhooks", None)
-    if section is None or not getattr(section, "enabled", False) or not section.url:
+    """Settings from the ``[webhooks]`` section when it is enabled, else None.
+
+    Config validation has made sure an enabled section has a URL and a
+    readable, private secret file.
+    """
+    section = config.webhooks
+    if not section.enabled or not section.url or section.secret_file is None:
         return None
-    secret_file: Path = section.secret_file
-    secret = secret_file.read_bytes().rstrip(b"\r\n")
     return WebhookSettings(
         url=section.url,
-        secret=secret,
+        secret=section.secret_file.read_bytes().rstrip(b"\r\n"),
         events=tuple(section.events),
         timeout_s=section.timeout_s,
         max_queue=section.max_queue,
