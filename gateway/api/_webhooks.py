@@ -21,6 +21,7 @@ import hmac
 import json
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -76,17 +77,16 @@ def sign(secret: bytes, body: bytes) -> str:
 
 
 def webhook_settings(config: Config) -> WebhookSettings | None:
-    """Settings from the ``[webhooks]`` section when it is enabled, else None.
-
-    Config validation has made sure an enabled section has a URL and a
-    readable, private secret file.
-    """
-    section = config.webhooks
-    if not section.enabled or not section.url or section.secret_file is None:
+    """Settings from a ``[webhooks]`` section, if config.py defines one and
+    it is enabled; None otherwise."""
+    section: Any = getattr(config, "webhooks", None)
+    if section is None or not getattr(section, "enabled", False) or not section.url:
         return None
+    secret_file: Path = section.secret_file
+    secret = secret_file.read_bytes().rstrip(b"\r\n")
     return WebhookSettings(
         url=section.url,
-        secret=section.secret_file.read_bytes().rstrip(b"\r\n"),
+        secret=secret,
         events=tuple(section.events),
         timeout_s=section.timeout_s,
         max_queue=section.max_queue,
