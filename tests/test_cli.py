@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from gw_example import example_in
 
 from gateway.cli import main
 from gateway.devfiles import read_jwt_secret
 from gateway.devicetoken import verify_device_token
 
-EXAMPLE = Path(__file__).parent.parent / "etc" / "voipgw.toml"
-
 
 @pytest.fixture
 def example(tmp_path: Path) -> Path:
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    shutil.copy(EXAMPLE, etc / "voipgw.toml")
-    return etc / "voipgw.toml"
+    return example_in(tmp_path)
 
 
 def test_dev_cert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

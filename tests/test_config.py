@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
+from gw_example import EXAMPLE, example_in
 
 from gateway.cli import to_toml
 from gateway.config import ConfigError, dump_config, load_config
-
-EXAMPLE = Path(__file__).parent.parent / "etc" / "voipgw.toml"
 
 
 @pytest.fixture
@@ -404,10 +402,9 @@ def test_config_is_immutable(cfgdir: Path) -> None:
 
 def test_dev_mode_allows_missing_dev_files(tmp_path: Path) -> None:
     """With dev_mode, absent TLS pairs and the JWT secret are to be generated."""
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    shutil.copy(EXAMPLE, etc / "voipgw.toml")
-    config = load_config(etc / "voipgw.toml", environ={})
+    config_path = example_in(tmp_path)
+    etc = config_path.parent
+    config = load_config(config_path, environ={})
     assert config.dev_files() == [
         (tmp_path / "var" / "dev-tls-cert.pem", tmp_path / "var" / "dev-tls-key.pem")
     ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -12,6 +11,7 @@ import attrs
 import pytest
 import pytest_twisted
 from gw_device import Device
+from gw_example import EPHEMERAL, example_in
 from twisted.internet import endpoints, reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.ssl import Certificate, optionsForClientTLS
@@ -24,14 +24,6 @@ from gateway.config import load_config
 from gateway.devfiles import read_jwt_secret
 from gateway.devicetoken import mint_device_token
 from gateway.localpush.codec import encode_frame
-
-EXAMPLE = Path(__file__).parent.parent / "etc" / "voipgw.toml"
-EPHEMERAL = {
-    "VOIPGW_SIP__UDP__PORT": "0",
-    "VOIPGW_SIP__TCP__PORT": "0",
-    "VOIPGW_LOCALPUSH__PORT": "0",
-    "VOIPGW_API__PORT": "0",
-}
 
 
 @attrs.define
@@ -47,14 +39,17 @@ class Listener:
         self.ended.callback(None)
 
 
-@pytest.fixture
-def gateway(tmp_path: Path) -> Generator[Gateway, None, None]:
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    shutil.copy(EXAMPLE, etc / "voipgw.toml")
-    config = load_config(etc / "voipgw.toml", environ=EPHEMERAL)
+def _start(config_path: Path) -> Gateway:
+    """Build and start the gateway of this config, ports ephemeral."""
+    config = load_config(config_path, environ=EPHEMERAL)
     service = build_service(config, reactor)  # type: ignore[arg-type]
     service.startService()
+    return service
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Generator[Gateway, None, None]:
+    service = _start(example_in(tmp_path))
     yield service
     pytest_twisted.blockon(service.stopService())
 
@@ -141,13 +136,6 @@ def test_device_hello_then_call_rings_over_local_push(
     assert "ab" * 32 not in logged
 
 
-def _start(etc: Path) -> Gateway:
-    config = load_config(etc / "voipgw.toml", environ=EPHEMERAL)
-    service = build_service(config, reactor)  # type: ignore[arg-type]
-    service.startService()
-    return service
-
-
 def _connect_device(gateway: Gateway, device_id: str) -> Any:
     """Open a TLS session and send hello; fires with the device client."""
     config = gateway.config
@@ -179,10 +167,8 @@ def test_messages_survive_a_gateway_restart(tmp_path: Path) -> Any:
     from gateway.messages import MessageRequest
     from gateway.store import Device as StoredDevice
 
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    shutil.copy(EXAMPLE, etc / "voipgw.toml")
-    first = _start(etc)
+    config_path = example_in(tmp_path)
+    first = _start(config_path)
     try:
         assert first.registry is not None and first.messenger is not None
         yield first.registry.put_device(
@@ -199,7 +185,7 @@ def test_messages_survive_a_gateway_restart(tmp_path: Path) -> Any:
     finally:
         yield first.stopService()
 
-    second = _start(etc)
+    second = _start(config_path)
     try:
         device = yield _connect_device(second, "iphone-1")
         assert (yield device.next_frame())["type"] == "welcome"

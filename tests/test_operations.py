@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gw_example import example_in
 
 from gateway.devcert import write_self_signed
 from gateway.devicetoken import mint_device_token
@@ -37,9 +38,7 @@ class Gateway:
     """A gateway process with its log file and ports."""
 
     def __init__(self, tmp: Path) -> None:
-        etc = tmp / "etc"
-        etc.mkdir()
-        shutil.copy(ROOT / "etc" / "voipgw.toml", etc / "voipgw.toml")
+        config_path = example_in(tmp)
         self.var = tmp / "var"
         self.sip_port = _free_port(socket.SOCK_DGRAM)
         self.lp_port = _free_port()
@@ -59,7 +58,7 @@ class Gateway:
                 "--pidfile=",
                 "voipgw",
                 "--config",
-                str(etc / "voipgw.toml"),
+                str(config_path),
             ],
             cwd=tmp,
             stdout=self.log.open("w"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from gw_example import EPHEMERAL, example_in
 from twisted.application.service import IServiceMaker
 from twisted.internet import reactor
 from twisted.plugin import getPlugins
@@ -22,26 +22,14 @@ from twisted.python import usage
 from gateway.tap import Options, makeService
 
 ROOT = Path(__file__).parent.parent
-EXAMPLE = ROOT / "etc" / "voipgw.toml"
-
-# Every listener on an ephemeral port so tests never collide.
-EPHEMERAL = {
-    "VOIPGW_SIP__UDP__PORT": "0",
-    "VOIPGW_SIP__TCP__PORT": "0",
-    "VOIPGW_LOCALPUSH__PORT": "0",
-    "VOIPGW_API__PORT": "0",
-}
 
 
 @pytest.fixture
 def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The example config in a scratch tree (its var/ lands there too)."""
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    shutil.copy(EXAMPLE, etc / "voipgw.toml")
     for key, value in EPHEMERAL.items():
         monkeypatch.setenv(key, value)
-    return etc / "voipgw.toml"
+    return example_in(tmp_path)
 
 
 def test_twistd_finds_the_plugin() -> None:

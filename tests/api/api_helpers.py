@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import attrs
 import treq
 from gw_device import Device
+from gw_example import EPHEMERAL, example_in
 from twisted.internet import endpoints, reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.ssl import Certificate, optionsForClientTLS
@@ -28,14 +28,7 @@ from gateway.devfiles import read_jwt_secret
 from gateway.devicetoken import mint_device_token
 from gateway.localpush.codec import encode_frame
 
-EXAMPLE = Path(__file__).parent.parent.parent / "etc" / "voipgw.toml"
 KEY = "test-key-0123456789abcdefXYZ"
-EPHEMERAL = {
-    "VOIPGW_SIP__UDP__PORT": "0",
-    "VOIPGW_SIP__TCP__PORT": "0",
-    "VOIPGW_LOCALPUSH__PORT": "0",
-    "VOIPGW_API__PORT": "0",
-}
 _DEFAULT: Any = object()
 
 
@@ -46,9 +39,8 @@ def make_gateway(
     env: Mapping[str, str] | None = None,
 ) -> Gateway:
     """Build (not start) the example gateway with ephemeral ports."""
-    etc = tmp_path / "etc"
-    etc.mkdir(exist_ok=True)
-    shutil.copy(EXAMPLE, etc / "voipgw.toml")
+    example = example_in(tmp_path)
+    etc = example.parent
     environ = dict(EPHEMERAL)
     if keys is not None:
         keys_file = etc / "api-keys"

@@ -199,7 +199,8 @@ async def test_call_events_reach_a_real_receiver(tmp_path: Path) -> None:
     integrator's URL."""
     receiver = Receiver()
     port = reactor.listenTCP(0, Site(receiver), interface="127.0.0.1")
-    from api_helpers import EPHEMERAL, EXAMPLE, KEY
+    from api_helpers import KEY
+    from gw_example import EPHEMERAL, EXAMPLE
 
     etc = tmp_path / "etc"
     etc.mkdir()

@@ -3,7 +3,6 @@ configured to push to it, LPP/1 devices and a sipp runner."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 import pytest_twisted
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from gw_example import example_in
 from sipp_helpers import (
     BUNDLE,
     KEY_ID,
@@ -36,8 +36,6 @@ from gateway.app import Gateway, build_service
 from gateway.config import load_config
 from gateway.devfiles import read_jwt_secret
 from gateway.devicetoken import mint_device_token
-
-EXAMPLE = Path(__file__).parent.parent.parent / "etc" / "voipgw.toml"
 
 
 @pytest.fixture
@@ -112,11 +110,8 @@ def gateway(
     gateway_extra: dict[str, str],
 ) -> Generator[Gateway, None, None]:
     """The assembled gateway on ephemeral ports of 127.0.0.1."""
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    shutil.copy(EXAMPLE, etc / "voipgw.toml")
     config = load_config(
-        etc / "voipgw.toml",
+        example_in(tmp_path),
         environ=gateway_environ(apns, tls_pair[0], gateway_extra),
     )
     service = build_service(config, reactor)  # type: ignore[arg-type]
