@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +22,7 @@ from gateway.calls.dispatcher import Dispatcher, DispatcherSettings
 from gateway.config import ApnsConfig, Config, parse_proxy
 from gateway.devfiles import prepare_dev_files, read_jwt_secret
 from gateway.directory import RegistryDirectory
+from gateway.gcpolicy import GcPolicy
 from gateway.http2 import H2Agent, H2AgentReactor
 from gateway.listeners import (
     DatagramListener,
@@ -96,12 +96,6 @@ class Gateway(MultiService):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        # What is alive now (the loaded registry: 100k devices are ~1M
-        # objects) lives for good; keep it out of full GC passes, which
-        # otherwise pause the reactor for hundreds of ms. The registry's
-        # records hold no cycles, so replacing one still frees the old one.
-        gc.collect()
-        gc.freeze()
         # twistd starts services before the reactor runs; ready means running.
         self.reactor.callWhenRunning(self._ready)
         if self.handle_sighup:
@@ -190,6 +184,8 @@ def build_service(config: Config, reactor: GatewayReactor) -> Gateway:
 
         attach(make_api_service(top), "api", top)
     # -- end control API --
+    # Last, so that its start-up freeze finds everything above built.
+    attach(GcPolicy(reactor, config.gc), "gc", top)
     return top
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "CallsConfig",
     "Config",
     "ConfigError",
+    "GcConfig",
     "ListenerConfig",
     "LocalPushConfig",
     "LogConfig",
@@ -311,6 +312,15 @@ class LogConfig:
 
 
 @attrs.frozen
+class GcConfig:
+    """How often CPython's cycle collector runs (see gateway/gcpolicy.py)."""
+
+    freeze_interval_s: float = _setting(1.0, check=_between(0, 3600))
+    full_interval_s: float = _setting(3600.0, check=_between(0, 604_800))
+    gen0_threshold: int = _setting(10_000, check=_between(0, 1_000_000))
+
+
+@attrs.frozen
 class Config:
     """The whole validated configuration."""
 
@@ -324,6 +334,7 @@ class Config:
     webhooks: WebhooksConfig = _setting(WebhooksConfig())
     store: StoreConfig = _setting(StoreConfig())
     log: LogConfig = _setting(LogConfig())
+    gc: GcConfig = _setting(GcConfig())
 
     def dev_files(self) -> list[tuple[Path, Path]]:
         """(cert, key) pairs that ``dev_mode`` should generate at start."""
@@ -351,6 +362,7 @@ for _cls in (
     WebhooksConfig,
     StoreConfig,
     LogConfig,
+    GcConfig,
     Config,
 ):
     attrs.resolve_types(_cls)  # the loader reads field types at run time
