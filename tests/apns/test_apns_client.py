@@ -10,6 +10,7 @@ import jwt
 import pytest
 from apns_fakes import PENDING, FakeAgent, Reply, failure_of, success_of
 from cryptography.hazmat.primitives.asymmetric import ec
+from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
@@ -164,6 +165,38 @@ def test_endpoint_per_environment_and_override(
     h.agent.script(Reply(200))
     success_of(h.push(environment=env))
     assert h.agent.requests[0].uri == prefix + b"/3/device/" + TOKEN.encode()
+
+
+@pytest.mark.parametrize(
+    ("host", "port"),
+    [
+        ("api.push.apple.com", 443),
+        ("API.Sandbox.Push.Apple.com", 443),
+        ("127.0.0.1", 8443),
+        ("apns-mock.internal", 2197),
+    ],
+)
+def test_device_url_is_what_treq_makes_of_the_plain_url(host: str, port: int) -> None:
+    """The pre-encoded device URL reaches the agent as treq's own encoding of
+    ``https://host:port/3/device/<token>`` would (default port dropped, host
+    lower-cased)."""
+    h = Harness(production_host=host, production_port=port)
+    h.agent.script(Reply(200))
+    success_of(h.push())
+    reference = FakeAgent()
+    reference.default = Reply(200)
+    HTTPClient(reference).post(f"https://{host}:{port}/3/device/{TOKEN}")
+    assert h.agent.requests[0].uri == reference.requests[0].uri
+
+
+def test_cookies_are_neither_kept_nor_sent(h: Harness) -> None:
+    """APNs uses no cookies: a Set-Cookie answer adds no Cookie to later pushes."""
+    h.agent.script(
+        Reply(200, headers={b"set-cookie": [b"session=1; Path=/"]}), Reply(200)
+    )
+    success_of(h.push())
+    success_of(h.push())
+    assert [r.header(b"cookie") for r in h.agent.requests] == [None, None]
 
 
 def test_delivered_uses_apns_id_from_response(h: Harness) -> None:
