@@ -5,20 +5,29 @@ the document cannot drift from what the server accepts; tests validate
 responses with it too. Only the keywords in ``SUPPORTED`` are understood, and
 ``unsupported_keywords`` lets a test prove the document uses no others (a
 keyword silently ignored would be a rule silently not enforced).
+
+``compile_schema`` turns a schema into nested closures once, so a request
+pays for the checks its schema has and nothing else: no walking of the
+schema dicts, no ``$ref`` resolution, no message formatting until a check
+fails. Checks run in a fixed order (``$ref``, ``oneOf``, ``anyOf``, ``type``,
+``enum``, ``const``, then the keywords of the value's JSON type) and the
+first failure raises, so the error a client gets is stable.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
 
 __all__ = [
     "SUPPORTED",
+    "Check",
     "SchemaError",
+    "compile_schema",
     "load_document",
     "unsupported_keywords",
     "validate",
@@ -73,11 +82,22 @@ def load_document() -> dict[str, Any]:
     return document
 
 
+# A compiled schema: raises SchemaError for ``value`` at ``path`` (None: the
+# top level), returns None when it matches.
+Check = Callable[[Any, "str | None"], None]
+
+
 def validate(
     instance: Any, schema: Mapping[str, Any], document: Mapping[str, Any]
 ) -> None:
-    """Raise ``SchemaError`` for the first violation found."""
-    _check(instance, schema, document, None)
+    """Raise ``SchemaError`` for the first violation found (compiles ``schema``
+    on every call: hot paths keep a ``compile_schema`` result instead)."""
+    compile_schema(schema, document)(instance, None)
+
+
+def compile_schema(schema: Mapping[str, Any], document: Mapping[str, Any]) -> Check:
+    """``schema`` (``$ref``s into ``document`` allowed) as one check function."""
+    return _Compiler(document).compile(schema)
 
 
 def unsupported_keywords(document: Mapping[str, Any]) -> set[str]:
@@ -121,17 +141,29 @@ def _keywords(schema: Mapping[str, Any]) -> Iterator[str]:
                 yield from _keywords(sub)
 
 
-_TYPES: dict[str, Any] = {
+def _is_integer(v: Any) -> bool:
+    return (isinstance(v, int) and not isinstance(v, bool)) or (
+        isinstance(v, float) and v.is_integer()
+    )
+
+
+_TYPES: dict[str, Callable[[Any], bool]] = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
     "string": lambda v: isinstance(v, str),
     "boolean": lambda v: isinstance(v, bool),
     "null": lambda v: v is None,
-    "integer": lambda v: (
-        (isinstance(v, int) and not isinstance(v, bool))
-        or (isinstance(v, float) and v.is_integer())
-    ),
+    "integer": _is_integer,
     "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+}
+# Types a plain isinstance decides (bool is an int: "integer" and "number" are
+# not in here).
+_CLASSES: dict[str, type] = {
+    "object": dict,
+    "array": list,
+    "string": str,
+    "boolean": bool,
+    "null": type(None),
 }
 
 
@@ -139,11 +171,6 @@ def _join(path: str | None, name: str | int) -> str:
     if isinstance(name, int):
         return f"{path or ''}[{name}]"
     return f"{path}.{name}" if path else name
-
-
-@cache
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
 
 
 def _resolve(ref: str, document: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -156,135 +183,349 @@ def _resolve(ref: str, document: Mapping[str, Any]) -> Mapping[str, Any]:
     return result
 
 
-def _check(
-    value: Any, schema: Mapping[str, Any], document: Mapping[str, Any], path: str | None
-) -> None:
-    if "$ref" in schema:
-        _check(value, _resolve(schema["$ref"], document), document, path)
-    if "oneOf" in schema:
-        _one_of(value, schema["oneOf"], document, path)
-    if "anyOf" in schema:
-        _any_of(value, schema["anyOf"], document, path)
-    kind = schema.get("type")
-    if kind is not None:
-        kinds = [kind] if isinstance(kind, str) else kind
-        if not any(_TYPES[k](value) for k in kinds):
-            raise SchemaError(path, f"must be {' or '.join(kinds)}")
-    if "enum" in schema and value not in schema["enum"]:
-        choices = ", ".join(json.dumps(c) for c in schema["enum"])
-        raise SchemaError(path, f"must be one of {choices}")
-    if "const" in schema and value != schema["const"]:
-        raise SchemaError(path, f"must be {json.dumps(schema['const'])}")
-    if isinstance(value, str):
-        _string(value, schema, path)
-    elif isinstance(value, bool):
-        pass
-    elif isinstance(value, int | float):
-        _number(value, schema, path)
-    elif isinstance(value, list):
-        _array(value, schema, document, path)
-    elif isinstance(value, dict):
-        _object(value, schema, document, path)
+def _run_all(steps: tuple[Check, ...]) -> Check:
+    """One check running ``steps`` in order (the common short cases unrolled)."""
+    if not steps:
+        return _accept
+    if len(steps) == 1:
+        return steps[0]
+    if len(steps) == 2:
+        first, second = steps
+
+        def both(value: Any, path: str | None) -> None:
+            first(value, path)
+            second(value, path)
+
+        return both
+
+    def each(value: Any, path: str | None) -> None:
+        for step in steps:
+            step(value, path)
+
+    return each
 
 
-def _one_of(
-    value: Any, options: list[Any], document: Mapping[str, Any], path: str | None
-) -> None:
-    matched = 0
-    first: SchemaError | None = None
-    for option in options:
-        try:
-            _check(value, option, document, path)
-        except SchemaError as e:
-            first = first or e
-        else:
-            matched += 1
-    if matched == 1:
-        return
-    if matched == 0 and first is not None:
-        raise first
-    raise SchemaError(path, "matches more than one alternative")
+def _accept(value: Any, path: str | None) -> None:
+    """The empty schema: anything matches."""
 
 
-def _any_of(
-    value: Any, options: list[Any], document: Mapping[str, Any], path: str | None
-) -> None:
-    first: SchemaError | None = None
-    for option in options:
-        try:
-            _check(value, option, document, path)
-        except SchemaError as e:
-            first = first or e
-        else:
+class _Compiler:
+    """Compiles schemas of one document; each ``$ref`` target compiles once
+    (a forwarding stub covers a reference to a schema still being compiled)."""
+
+    def __init__(self, document: Mapping[str, Any]) -> None:
+        self._document = document
+        self._refs: dict[str, list[Check]] = {}
+
+    def compile(self, schema: Mapping[str, Any]) -> Check:
+        steps: list[Check] = []
+        # A string is checked for lone surrogates by every schema it meets,
+        # unless a $ref, oneOf or anyOf already did (they pass only after
+        # their own checks, which include it).
+        delegated = False
+        if "$ref" in schema:
+            steps.append(self._ref(schema["$ref"]))
+            delegated = True
+        if "oneOf" in schema:
+            steps.append(_one_of([self.compile(s) for s in schema["oneOf"]]))
+            delegated = True
+        if "anyOf" in schema:
+            steps.append(_any_of([self.compile(s) for s in schema["anyOf"]]))
+            delegated = True
+        if "type" in schema:
+            steps.append(_type(schema["type"]))
+        if "enum" in schema:
+            steps.append(_enum(schema["enum"]))
+        if "const" in schema:
+            steps.append(_const(schema["const"]))
+        steps.append(
+            _by_kind(
+                string=_string(schema, surrogates=not delegated),
+                number=_number(schema),
+                array=self._array(schema),
+                obj=self._object(schema),
+            )
+        )
+        return _run_all(tuple(s for s in steps if s is not _accept))
+
+    def _ref(self, ref: str) -> Check:
+        cell = self._refs.get(ref)
+        if cell is None:
+            cell = self._refs[ref] = []
+            cell.append(self.compile(_resolve(ref, self._document)))
+        if cell:
+            return cell[0]
+
+        def forward(value: Any, path: str | None) -> None:
+            cell[0](value, path)
+
+        return forward
+
+    def _array(self, schema: Mapping[str, Any]) -> Check:
+        steps: list[Check] = []
+        low = schema.get("minItems", 0)
+        if low > 0:
+            too_few = f"must have at least {low} items"
+
+            def min_items(value: list[Any], path: str | None) -> None:
+                if len(value) < low:
+                    raise SchemaError(path, too_few)
+
+            steps.append(min_items)
+        if "maxItems" in schema:
+            high = schema["maxItems"]
+            too_many = f"must have at most {high} items"
+
+            def max_items(value: list[Any], path: str | None) -> None:
+                if len(value) > high:
+                    raise SchemaError(path, too_many)
+
+            steps.append(max_items)
+        if schema.get("uniqueItems"):
+            steps.append(_unique_items)
+        if schema.get("items") is not None:
+            item = self.compile(schema["items"])
+
+            def items(value: list[Any], path: str | None) -> None:
+                for i, member in enumerate(value):
+                    item(member, _join(path, i))
+
+            steps.append(items)
+        return _run_all(tuple(steps))
+
+    def _object(self, schema: Mapping[str, Any]) -> Check:
+        steps: list[Check] = []
+        required = tuple(schema.get("required", ()))
+        if required:
+
+            def has_required(value: dict[str, Any], path: str | None) -> None:
+                for name in required:
+                    if name not in value:
+                        raise SchemaError(_join(path, name), "is required")
+
+            steps.append(has_required)
+        low = schema.get("minProperties", 0)
+        if low > 0:
+            too_few = f"must have at least {low} members"
+
+            def min_properties(value: dict[str, Any], path: str | None) -> None:
+                if len(value) < low:
+                    raise SchemaError(path, too_few)
+
+            steps.append(min_properties)
+        if "maxProperties" in schema:
+            high = schema["maxProperties"]
+            too_many = f"must have at most {high} members"
+
+            def max_properties(value: dict[str, Any], path: str | None) -> None:
+                if len(value) > high:
+                    raise SchemaError(path, too_many)
+
+            steps.append(max_properties)
+        members = self._members(schema)
+        if members is not None:
+            steps.append(members)
+        return _run_all(tuple(steps))
+
+    def _members(self, schema: Mapping[str, Any]) -> Check | None:
+        """Each member against its property schema, ``additionalProperties``
+        and ``propertyNames``; None when no member can fail."""
+        names = schema.get("propertyNames")
+        name_check = self.compile(names) if names is not None else None
+        properties = {
+            name: self.compile(sub)
+            for name, sub in schema.get("properties", {}).items()
+        }
+        extra = schema.get("additionalProperties", True)
+        extra_check: Check | None = None
+        if isinstance(extra, dict):
+            extra_check = self.compile(extra)
+        closed = extra is False
+        open_ended = name_check is None and extra_check is None and not closed
+        if open_ended and all(c is _accept for c in properties.values()):
+            return None
+
+        def members(value: dict[str, Any], path: str | None) -> None:
+            for name, member in value.items():
+                where = f"{path}.{name}" if path else name
+                if name_check is not None:
+                    name_check(name, where)
+                check = properties.get(name)
+                if check is not None:
+                    check(member, where)
+                elif closed:
+                    raise SchemaError(where, "is not a known member")
+                elif extra_check is not None:
+                    extra_check(member, where)
+
+        return members
+
+
+def _one_of(options: list[Check]) -> Check:
+    def one_of(value: Any, path: str | None) -> None:
+        matched = 0
+        first: SchemaError | None = None
+        for option in options:
+            try:
+                option(value, path)
+            except SchemaError as e:
+                first = first or e
+            else:
+                matched += 1
+        if matched == 1:
             return
-    if first is not None:
-        raise first
+        if matched == 0 and first is not None:
+            raise first
+        raise SchemaError(path, "matches more than one alternative")
+
+    return one_of
 
 
-def _string(value: str, schema: Mapping[str, Any], path: str | None) -> None:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise SchemaError(path, "must be valid Unicode (no lone surrogates)") from None
-    if len(value) < schema.get("minLength", 0):
-        raise SchemaError(path, f"must be at least {schema['minLength']} characters")
-    if "maxLength" in schema and len(value) > schema["maxLength"]:
-        raise SchemaError(path, f"must be at most {schema['maxLength']} characters")
+def _any_of(options: list[Check]) -> Check:
+    def any_of(value: Any, path: str | None) -> None:
+        first: SchemaError | None = None
+        for option in options:
+            try:
+                option(value, path)
+            except SchemaError as e:
+                first = first or e
+            else:
+                return
+        if first is not None:
+            raise first
+
+    return any_of
+
+
+def _type(kind: str | list[str]) -> Check:
+    kinds = [kind] if isinstance(kind, str) else list(kind)
+    message = f"must be {' or '.join(kinds)}"
+    if all(k in _CLASSES for k in kinds):
+        classes = tuple(_CLASSES[k] for k in kinds)
+
+        def of_classes(value: Any, path: str | None) -> None:
+            if not isinstance(value, classes):
+                raise SchemaError(path, message)
+
+        return of_classes
+    tests = [_TYPES[k] for k in kinds]
+
+    def of_type(value: Any, path: str | None) -> None:
+        for test in tests:
+            if test(value):
+                return
+        raise SchemaError(path, message)
+
+    return of_type
+
+
+def _enum(choices: list[Any]) -> Check:
+    message = "must be one of " + ", ".join(json.dumps(c) for c in choices)
+
+    def enum(value: Any, path: str | None) -> None:
+        if value not in choices:
+            raise SchemaError(path, message)
+
+    return enum
+
+
+def _const(constant: Any) -> Check:
+    message = f"must be {json.dumps(constant)}"
+
+    def const(value: Any, path: str | None) -> None:
+        if value != constant:
+            raise SchemaError(path, message)
+
+    return const
+
+
+def _by_kind(*, string: Check, number: Check, array: Check, obj: Check) -> Check:
+    """Dispatch on the value's JSON type to that type's keywords."""
+    if string is number is array is obj is _accept:
+        return _accept
+
+    def by_kind(value: Any, path: str | None) -> None:
+        if isinstance(value, str):
+            string(value, path)
+        elif isinstance(value, bool):
+            pass
+        elif isinstance(value, int | float):
+            number(value, path)
+        elif isinstance(value, list):
+            array(value, path)
+        elif isinstance(value, dict):
+            obj(value, path)
+
+    return by_kind
+
+
+def _no_surrogates(value: str, path: str | None) -> None:
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SchemaError(
+                path, "must be valid Unicode (no lone surrogates)"
+            ) from None
+
+
+def _string(schema: Mapping[str, Any], *, surrogates: bool) -> Check:
+    steps: list[Check] = [_no_surrogates] if surrogates else []
+    low = schema.get("minLength", 0)
+    if low > 0:
+        too_short = f"must be at least {low} characters"
+
+        def min_length(value: str, path: str | None) -> None:
+            if len(value) < low:
+                raise SchemaError(path, too_short)
+
+        steps.append(min_length)
+    if "maxLength" in schema:
+        high = schema["maxLength"]
+        too_long = f"must be at most {high} characters"
+
+        def max_length(value: str, path: str | None) -> None:
+            if len(value) > high:
+                raise SchemaError(path, too_long)
+
+        steps.append(max_length)
     pattern = schema.get("pattern")
-    if pattern is not None and not _compiled(pattern).search(value):
-        raise SchemaError(path, f"must match {pattern}")
+    if pattern is not None:
+        search = re.compile(pattern).search
+        mismatch = f"must match {pattern}"
+
+        def matches(value: str, path: str | None) -> None:
+            if search(value) is None:
+                raise SchemaError(path, mismatch)
+
+        steps.append(matches)
+    return _run_all(tuple(steps))
 
 
-def _number(value: float, schema: Mapping[str, Any], path: str | None) -> None:
-    if "minimum" in schema and value < schema["minimum"]:
-        raise SchemaError(path, f"must be at least {schema['minimum']}")
-    if "maximum" in schema and value > schema["maximum"]:
-        raise SchemaError(path, f"must be at most {schema['maximum']}")
+def _number(schema: Mapping[str, Any]) -> Check:
+    steps: list[Check] = []
+    if "minimum" in schema:
+        low = schema["minimum"]
+        too_small = f"must be at least {low}"
+
+        def minimum(value: float, path: str | None) -> None:
+            if value < low:
+                raise SchemaError(path, too_small)
+
+        steps.append(minimum)
+    if "maximum" in schema:
+        high = schema["maximum"]
+        too_big = f"must be at most {high}"
+
+        def maximum(value: float, path: str | None) -> None:
+            if value > high:
+                raise SchemaError(path, too_big)
+
+        steps.append(maximum)
+    return _run_all(tuple(steps))
 
 
-def _array(
-    value: list[Any],
-    schema: Mapping[str, Any],
-    document: Mapping[str, Any],
-    path: str | None,
-) -> None:
-    if len(value) < schema.get("minItems", 0):
-        raise SchemaError(path, f"must have at least {schema['minItems']} items")
-    if "maxItems" in schema and len(value) > schema["maxItems"]:
-        raise SchemaError(path, f"must have at most {schema['maxItems']} items")
-    if schema.get("uniqueItems"):
-        seen = [json.dumps(v, sort_keys=True) for v in value]
-        if len(set(seen)) != len(seen):
-            raise SchemaError(path, "must not repeat items")
-    items = schema.get("items")
-    if items is not None:
-        for i, item in enumerate(value):
-            _check(item, items, document, _join(path, i))
-
-
-def _object(
-    value: dict[str, Any],
-    schema: Mapping[str, Any],
-    document: Mapping[str, Any],
-    path: str | None,
-) -> None:
-    for name in schema.get("required", ()):
-        if name not in value:
-            raise SchemaError(_join(path, name), "is required")
-    if len(value) < schema.get("minProperties", 0):
-        raise SchemaError(path, f"must have at least {schema['minProperties']} members")
-    if "maxProperties" in schema and len(value) > schema["maxProperties"]:
-        raise SchemaError(path, f"must have at most {schema['maxProperties']} members")
-    properties = schema.get("properties", {})
-    extra = schema.get("additionalProperties", True)
-    names = schema.get("propertyNames")
-    for name, member in value.items():
-        where = _join(path, name)
-        if names is not None:
-            _check(name, names, document, where)
-        if name in properties:
-            _check(member, properties[name], document, where)
-        elif extra is False:
-            raise SchemaError(where, "is not a known member")
-        elif isinstance(extra, dict):
-            _check(member, extra, document, where)
+def _unique_items(value: list[Any], path: str | None) -> None:
+    seen = [json.dumps(v, sort_keys=True) for v in value]
+    if len(set(seen)) != len(seen):
+        raise SchemaError(path, "must not repeat items")
