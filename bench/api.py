@@ -67,20 +67,23 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-# -- the gateway process ---------------------------------------------------------
+def _prepare(work: Path) -> None:
+    """The example config and an API keys file under ``work/etc``."""
+    etc = work / "etc"
+    etc.mkdir()
+    shutil.copy(ROOT / "etc" / "voipgw.toml", etc / "voipgw.toml")
+    keys = etc / "api-keys"
+    keys.write_text(KEY + "\n")
+    keys.chmod(0o600)
 
 
-def serve(work: Path) -> int:
-    """Run the assembled gateway; print its ports as one JSON line."""
+def _build_gateway(work: Path) -> Any:
+    """The assembled gateway on ephemeral ports (built, not started)."""
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner
 
     from gateway.app import build_service
-    from gateway.config import LogConfig, load_config
-    from gateway.logging import make_observer
+    from gateway.config import load_config
 
-    log = LogConfig(format="json", level="info", file=str(work / "gateway.log"))
-    globalLogBeginner.beginLoggingTo([make_observer(log)], redirectStandardIO=False)
     env = {
         "VOIPGW_SIP__UDP__PORT": "0",
         "VOIPGW_SIP__TCP__PORT": "0",
@@ -90,7 +93,40 @@ def serve(work: Path) -> int:
         "VOIPGW_CALLS__RESUME_WINDOW_S": "5",
     }
     config = load_config(work / "etc" / "voipgw.toml", environ=env)
-    gateway = build_service(config, reactor)  # type: ignore[arg-type]
+    return build_service(config, reactor)  # type: ignore[arg-type]
+
+
+def call_request(n: int) -> bytes:
+    """A pre-encoded ``POST /v1/calls`` ringing ``sip:user{n}@example.com``."""
+    body = json.dumps(
+        {
+            "to": f"sip:user{n}@example.com",
+            "caller": {"handle": "+4930123", "display_name": "Bench"},
+            "ring_timeout_s": 5,
+        }
+    ).encode()
+    return (
+        b"POST /v1/calls HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Authorization: Bearer " + KEY.encode() + b"\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+# -- the gateway process ---------------------------------------------------------
+
+
+def serve(work: Path) -> int:
+    """Run the assembled gateway; print its ports as one JSON line."""
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner
+
+    from gateway.config import LogConfig
+    from gateway.logging import make_observer
+
+    log = LogConfig(format="json", level="info", file=str(work / "gateway.log"))
+    globalLogBeginner.beginLoggingTo([make_observer(log)], redirectStandardIO=False)
+    gateway = _build_gateway(work)
     gateway.startService()
 
     def ready() -> None:
@@ -224,24 +260,8 @@ def load(args: argparse.Namespace) -> int:
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", args.port)
     idle: list[_Conn] = []
 
-    def encoded() -> bytes:
-        n = rng.randrange(args.devices)
-        body = json.dumps(
-            {
-                "to": f"sip:user{n}@example.com",
-                "caller": {"handle": "+4930123", "display_name": "Bench"},
-                "ring_timeout_s": 5,
-            }
-        ).encode()
-        return (
-            b"POST /v1/calls HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Authorization: Bearer " + KEY.encode() + b"\r\n"
-            b"Content-Type: application/json\r\n"
-            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-        )
-
     async def one() -> None:
-        data = encoded()
+        data = call_request(rng.randrange(args.devices))
         if idle:
             conn = idle.pop()
         else:
@@ -323,6 +343,111 @@ def load(args: argparse.Namespace) -> int:
     done.addCallback(report)
     reactor.run()  # type: ignore[attr-defined]
     return 0
+
+
+# -- the request path in process ---------------------------------------------------
+
+
+def _devices_in_memory(gateway: Any, count: int) -> list[Any]:
+    """``count`` local-push sessions on in-memory transports (no TLS), past
+    their welcome, as devices ``bench-{n}`` with AORs ``sip:user{n}@...``."""
+    import time as wall
+
+    from twisted.internet.testing import StringTransport
+
+    from gateway.devfiles import read_jwt_secret
+    from gateway.devicetoken import mint_device_token
+    from gateway.localpush.codec import encode_frame
+
+    lp = gateway.config.localpush
+    # The listener's factory, unwrapped from TLS: a bench may look inside.
+    factory = gateway.listeners["localpush"]._factory
+    factory = getattr(factory, "wrappedFactory", factory)
+    secret = read_jwt_secret(lp.jwt_secret_file)
+    transports = []
+    for n in range(count):
+        device_id = f"bench-{n}"
+        aor = f"sip:user{n}@example.com"
+        token = mint_device_token(secret, device_id, aor, now=wall.time())
+        hello = {"type": "hello", "v": 1, "device_id": device_id, "token": token}
+        transport = StringTransport()
+        proto = factory.buildProtocol(None)
+        proto.makeConnection(transport)
+        proto.dataReceived(encode_frame(hello, lp.max_frame))
+        if b"welcome" not in transport.value():
+            raise RuntimeError(f"no welcome for {device_id}: {transport.value()!r}")
+        transport.clear()
+        transports.append(transport)
+    return transports
+
+
+def handler_path(args: argparse.Namespace) -> int:
+    """``--in-process N``: N ``POST /v1/calls`` through the API's own Site on
+    an in-memory connection, devices on in-memory local-push sessions.
+
+    No sockets, no TLS, no reactor turns, no other process: what is left is
+    the request path the API owns (HTTP parsing, routing, auth, JSON,
+    validation, the answer) plus ``dispatcher.start`` and the ``call`` frame
+    written to the device's transport. The CPU time of the loop divided by N
+    is stable enough to compare two versions; under ``valgrind
+    --tool=callgrind`` (two runs with different N) the instruction count per
+    request is steadier still. ``--profile FILE`` writes a cProfile of the loop.
+    """
+    import random
+
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    work = Path(tempfile.mkdtemp(prefix="voipgw-bench-api-"))
+    try:
+        _prepare(work)
+        gateway = _build_gateway(work)
+        gateway.startService()
+        devices = _devices_in_memory(gateway, args.devices)
+        site = gateway.listeners["api"]._factory
+        rng = random.Random(args.seed)
+        requests = [call_request(rng.randrange(args.devices)) for _ in range(args.n)]
+        transport = StringTransport()
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        channel.makeConnection(transport)
+        profiler: Any = None
+        if args.profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+        began = time.process_time()
+        if profiler is not None:
+            profiler.enable()
+        for data in requests:
+            channel.dataReceived(data)
+            if not transport.value().startswith(b"HTTP/1.1 201 "):
+                raise RuntimeError(f"unexpected answer: {transport.value()!r}")
+            transport.clear()
+        if profiler is not None:
+            profiler.disable()
+        cpu = time.process_time() - began
+        if profiler is not None:
+            profiler.dump_stats(args.profile)
+        for device in devices:
+            device.clear()
+        metrics = gateway.listeners["api"].instrumentation.metrics
+        seconds = metrics.api_seconds.labels("/v1/calls")
+        print(
+            json.dumps(
+                {
+                    "requests": args.n,
+                    "cpu_us_per_request": round(cpu / max(1, args.n) * 1e6, 1),
+                    "handler_mean_us": round(
+                        seconds._sum.get() / max(1, args.n) * 1e6, 1
+                    ),
+                }
+            ),
+            flush=True,
+        )
+        gateway.stopService()
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # -- the orchestrator -------------------------------------------------------------
@@ -421,12 +546,7 @@ def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="voipgw-bench-api-"))
     procs: list[subprocess.Popen[str]] = []
     try:
-        etc = work / "etc"
-        etc.mkdir()
-        shutil.copy(ROOT / "etc" / "voipgw.toml", etc / "voipgw.toml")
-        keys = etc / "api-keys"
-        keys.write_text(KEY + "\n")
-        keys.chmod(0o600)
+        _prepare(work)
         server_env = dict(os.environ)
         if args.gc_freeze:
             server_env["VOIPGW_BENCH_GC_FREEZE"] = "1"
@@ -607,6 +727,16 @@ def main() -> int:
         action="store_true",
         help="gc.freeze() and set_threshold(20000, 50, 100) in the gateway",
     )
+    p.add_argument(
+        "--in-process",
+        dest="n",
+        type=int,
+        default=0,
+        metavar="N",
+        help="time N requests through the API in this process instead "
+        "(see handler_path)",
+    )
+    p.add_argument("--profile", help="with --in-process: cProfile output file")
     p.add_argument("--write-docs", action="store_true")
     p.add_argument("--note", action="append", help="extra paragraph for the docs")
     args = p.parse_args()
@@ -614,6 +744,8 @@ def main() -> int:
         return serve(args.serve)
     if args.load:
         return load(args)
+    if args.n:
+        return handler_path(args)
     if not (1 <= args.devices <= 20_000 and 1 <= args.duration <= 600):
         p.error("--devices 1..20000, --duration 1..600")
     return run(args)

@@ -22,6 +22,12 @@ SIP requests are counted by method through a wrapper on the SIP
 application's ``handle`` (new requests only: retransmissions are absorbed by
 the transaction layer); responses by code and the server's event counters
 are read from ``SipServer.responses``/``stats``.
+
+Cost per event: ``metric.labels(...)`` costs more than the increment it
+precedes, so every labelled metric is read through a ``_Children`` dict
+that binds each label combination once (on first use, so ``/metrics`` shows
+only series that happened, as before); an event is then one dict lookup and
+one ``inc``/``observe``.
 """
 
 from __future__ import annotations
@@ -125,6 +131,9 @@ STORE_OPS = (
     "purge_expired",
 )
 
+# The API's statuses as label values, formatted once.
+_STATUS_TEXT = {code: str(code) for code in range(100, 600)}
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _RING_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0)
 _STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
@@ -132,6 +141,22 @@ _STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0
 
 def _bounded(value: str, allowed: Iterable[str]) -> str:
     return value if value in allowed else "other"
+
+
+class _Children(dict[Any, Any]):
+    """``metric.labels(*key)`` by key (a label value, or a tuple of them),
+    bound on first use. Keys must come from closed sets (``_bounded``)."""
+
+    __slots__ = ("_metric",)
+
+    def __init__(self, metric: Any) -> None:
+        super().__init__()
+        self._metric = metric
+
+    def __missing__(self, key: str | tuple[str, ...]) -> Any:
+        labels = key if isinstance(key, tuple) else (key,)
+        child = self[key] = self._metric.labels(*labels)
+        return child
 
 
 class CallObserver(Protocol):
@@ -155,7 +180,6 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.sessions_opened = Counter(
             "voipgw_sessions_opened",
@@ -250,12 +274,37 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self._sessions_closed = _Children(self.sessions_closed)
+        self._calls = _Children(self.calls)
+        self._call_deliveries = _Children(self.call_deliveries)
+        self._frames = _Children(self.frames)
+        self._ack_seconds = _Children(self.ack_seconds)
+        self._apns_responses = _Children(self.apns_responses)
+        self._messages = _Children(self.messages)
+        self._sip_requests = _Children(self.sip_requests)
+        self._api_requests = _Children(self.api_requests)
+        self._api_seconds = _Children(self.api_seconds)
+        self._webhooks = _Children(self.webhooks)
 
     # -- hooks for components -------------------------------------------------
 
+    def api_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count and time one API request (``route`` is a template or
+        ``unmatched``; ``method`` must already be bounded)."""
+        self._api_requests[route, method, _STATUS_TEXT.get(status) or str(status)].inc()
+        self._api_seconds[route].observe(seconds)
+
+    def webhook(self, result: str) -> None:
+        """Count a webhook event by result (delivered, retried, failed, dropped)."""
+        self._webhooks[result].inc()
+
+    def message(self, result: str) -> None:
+        """Count a text message by result (``stored``, ``failed``, ``no_devices``)."""
+        self._messages[result].inc()
+
     def sip_request(self, method: str) -> None:
         """Count a SIP request (the SIP service calls this)."""
-        self.sip_requests.labels(_bounded(method.upper(), SIP_METHODS)).inc()
+        self._sip_requests[_bounded(method.upper(), SIP_METHODS)].inc()
 
     def apns_outcome(self, outcome: Outcome) -> None:
         """Count one push's final outcome."""
@@ -274,13 +323,12 @@ class Metrics:
             status = "other"
         if reason:
             reason = _bounded(reason, APNS_REASONS)
-        self.apns_responses.labels(status, reason).inc()
+        self._apns_responses[status, reason].inc()
 
     def call_ended(self, call: ActiveCall) -> None:
         """Count a call's outcome and, per device, the path that reached it."""
-        self._child(
-            self.calls, (_bounded(call.machine.outcome or "", CALL_OUTCOMES),)
-        ).inc()
+        self._calls[_bounded(call.machine.outcome or "", CALL_OUTCOMES)].inc()
+        deliveries = self._call_deliveries
         for state in call.device_states().values():
             path, _, result = str(state["status"]).partition(";")
             result = result.partition("=")[0] or "none"
@@ -288,25 +336,16 @@ class Metrics:
                 _bounded(path, DELIVERY_PATHS),
                 _bounded(result, DELIVERY_RESULTS),
             )
-            self._child(self.call_deliveries, key).inc()
+            deliveries[key].inc()
 
     def frame_result(self, frame: str, result: DeliveryResult, seconds: float) -> None:
         """Count a local-push frame's fate; time it when acked."""
         if result.delivered:
-            self._child(self.frames, (frame, "acked")).inc()
-            self._child(self.ack_seconds, (frame,)).observe(seconds)
+            self._frames[frame, "acked"].inc()
+            self._ack_seconds[frame].observe(seconds)
         else:
             reason = _bounded(result.reason or "", FRAME_RESULTS)
-            self._child(self.frames, (frame, reason)).inc()
-
-    def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
-        """``metric.labels(*labels)``, cached: on the call path ``labels()``
-        costs several times the increment."""
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+            self._frames[frame, reason].inc()
 
     # -- hub SessionListener --------------------------------------------------
 
@@ -314,7 +353,7 @@ class Metrics:
         self.sessions_opened.inc()
 
     def on_session_down(self, device_id: str, reason: str) -> None:
-        self.sessions_closed.labels(_bounded(reason, SESSION_CLOSE_REASONS)).inc()
+        self._sessions_closed[_bounded(reason, SESSION_CLOSE_REASONS)].inc()
 
     def on_call_event(self, device_id: str, call_id: str, event: str) -> None:
         """Call events are counted through the calls they affect."""
@@ -389,7 +428,12 @@ _FRAME_NAMES = {
 
 
 class _MeasuredListener:
-    """Wraps a call's listener: times the first ring, counts the end."""
+    """Wraps a call listener: times the ring, counts the end.
+
+    Holds nothing of a call, so calls with the same listener (every API call
+    has the same one) share one wrapper. The dispatcher reports ringing once
+    per call (``Call`` emits ``Ringing`` only when it first rings).
+    """
 
     def __init__(
         self,
@@ -402,13 +446,10 @@ class _MeasuredListener:
         self._metrics = metrics
         self._clock = clock
         self._observers = observers
-        self._rang = False
 
     def call_ringing(self, call: ActiveCall) -> None:
-        if not self._rang:
-            self._rang = True
-            elapsed = self._clock.seconds() - call.machine.started_at
-            self._metrics.ringing_seconds.observe(max(0.0, elapsed))
+        elapsed = self._clock.seconds() - call.machine.started_at
+        self._metrics.ringing_seconds.observe(max(0.0, elapsed))
         for observer in self._observers:
             _guarded(observer.call_ringing, call)
         self.inner.call_ringing(call)
@@ -474,10 +515,16 @@ def _wrap_start(
     observers: list[CallObserver],
 ) -> None:
     start = dispatcher.start
+    # The last wrapper made: API calls all pass the same listener.
+    last: list[_MeasuredListener] = []
 
     @functools.wraps(start)
     def measured_start(request: CallRequest, listener: CallListener) -> Any:
-        wrapped = _MeasuredListener(listener, metrics, clock, observers)
+        if last and last[0].inner is listener:
+            wrapped = last[0]
+        else:
+            wrapped = _MeasuredListener(listener, metrics, clock, observers)
+            last[:] = [wrapped]
         call = start(request, wrapped)
         if call is not None:
             metrics.calls_started.inc()
@@ -544,11 +591,11 @@ def _wrap_send(
     def measured_send(request: Any) -> Any:
         d = send(request)
         if d is None:
-            metrics.messages.labels("no_devices").inc()
+            metrics.message("no_devices")
             return None
 
         def stored(result: Any) -> Any:
-            metrics.messages.labels("stored").inc()
+            metrics.message("stored")
             for observer in observers:
                 try:
                     observer.message_stored(result.message_id, result.device_ids)
@@ -557,7 +604,7 @@ def _wrap_send(
             return result
 
         def failed(failure: Any) -> Any:
-            metrics.messages.labels("failed").inc()
+            metrics.message("failed")
             return failure
 
         return d.addCallbacks(stored, failed)

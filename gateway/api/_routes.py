@@ -20,7 +20,7 @@ from gateway.aor import normalize_aor
 from gateway.api._errors import ApiError
 from gateway.api._health import ApnsProbe, Check, readiness
 from gateway.api._resource import ApiRequest, Response, Route
-from gateway.api._schema import SchemaError, validate
+from gateway.api._schema import SchemaError, compile_schema
 from gateway.api._views import call_view, device_view
 from gateway.calls.dispatcher import ActiveCall, CallRequest
 from gateway.devicetoken import DEVICE_ID_RE
@@ -64,6 +64,7 @@ class Api:
     ) -> None:
         self._gw = gateway
         self._document = document
+        self._check_aor = compile_schema({"$ref": "#/components/schemas/Aor"}, document)
         self._document_bytes = json.dumps(document, separators=(",", ":")).encode()
         self._metrics = metrics
         self._probe = probe
@@ -227,7 +228,7 @@ class Api:
         if not values:
             raise ApiError(422, "invalid", "the aor query parameter is required", "aor")
         try:
-            validate(values[-1], {"$ref": "#/components/schemas/Aor"}, self._document)
+            self._check_aor(values[-1], None)
         except SchemaError as e:
             raise ApiError(422, "invalid", f"aor {e.message}", "aor") from None
         registry = self._gw.registry

@@ -236,7 +236,7 @@ class WebhookSender:
 
     def _count(self, result: str) -> None:
         if self._metrics is not None:
-            self._metrics.webhooks.labels(result).inc()
+            self._metrics.webhook(result)
 
 
 def _treq_poster(reactor: Any) -> Poster:
