@@ -556,14 +556,30 @@ def _wrap_deliver(hub: Any, metrics: Metrics, clock: IReactorTime) -> None:
         began = clock.seconds()
         frame = _FRAME_NAMES.get(type(spec).__name__, "other")
         d: Deferred[DeliveryResult] = deliver(device_id, spec, ack_timeout)
-
-        def seen(result: DeliveryResult) -> DeliveryResult:
-            metrics.frame_result(frame, result, clock.seconds() - began)
-            return result
-
-        return d.addCallback(seen)
+        return d.addCallback(_frame_seen, metrics, clock, frame, began)
 
     setattr(hub, "deliver", measured_deliver)  # noqa: B010 - instance override
+
+
+# Callbacks take their state as arguments rather than closing over it: a
+# closure per event is a function, a tuple and a cell per variable for the
+# collector to track; arguments are one tuple.
+
+
+def _frame_seen(
+    result: DeliveryResult,
+    metrics: Metrics,
+    clock: IReactorTime,
+    frame: str,
+    began: float,
+) -> DeliveryResult:
+    metrics.frame_result(frame, result, clock.seconds() - began)
+    return result
+
+
+def _outcome_seen(outcome: Outcome, metrics: Metrics) -> Outcome:
+    metrics.apns_outcome(outcome)
+    return outcome
 
 
 def _wrap_push(apns: Any, metrics: Metrics) -> None:
@@ -572,12 +588,7 @@ def _wrap_push(apns: Any, metrics: Metrics) -> None:
     @functools.wraps(push)
     def measured_push(notification: Any) -> Deferred[Outcome]:
         d: Deferred[Outcome] = push(notification)
-
-        def seen(outcome: Outcome) -> Outcome:
-            metrics.apns_outcome(outcome)
-            return outcome
-
-        return d.addCallback(seen)
+        return d.addCallback(_outcome_seen, metrics)
 
     setattr(apns, "push", measured_push)  # noqa: B010 - instance override
 
@@ -623,15 +634,21 @@ def _wrap_write(registry: Any, op: str, metrics: Metrics, clock: IReactorTime) -
     def measured(*args: Any) -> Any:
         began = clock.seconds()
         d: Deferred[Any] = write(*args)
-
-        def done(result: Any) -> Any:
-            histogram.observe(clock.seconds() - began)
-            return result
-
-        def failed(failure: Any) -> Any:
-            failures.inc()
-            return failure
-
-        return d.addCallbacks(done, failed)
+        return d.addCallbacks(
+            _write_done,
+            _write_failed,
+            callbackArgs=(histogram, clock, began),
+            errbackArgs=(failures,),
+        )
 
     setattr(registry, op, measured)
+
+
+def _write_done(result: Any, histogram: Any, clock: IReactorTime, began: float) -> Any:
+    histogram.observe(clock.seconds() - began)
+    return result
+
+
+def _write_failed(failure: Any, failures: Any) -> Any:
+    failures.inc()
+    return failure

@@ -398,11 +398,13 @@ def _reject_constant(name: str) -> Any:
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate member {key!r}")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):  # rare: find the first repeated name
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate member {key!r}")
+            seen.add(key)
     return result
 
 
@@ -413,15 +415,22 @@ def _parse_float(text: str) -> float:
     return value
 
 
+# json.loads with hooks builds a decoder per call; this one is shared.
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_pairs,
+    parse_constant=_reject_constant,
+    parse_float=_parse_float,
+)
+
+
 def _parse_json(data: bytes) -> Any:
     try:
         text = data.decode("utf-8")
-        return json.loads(
-            text,
-            object_pairs_hook=_pairs,
-            parse_constant=_reject_constant,
-            parse_float=_parse_float,
-        )
+        if text.startswith("\ufeff"):  # as json.loads says it
+            raise json.JSONDecodeError(
+                "Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0
+            )
+        return _DECODER.decode(text)
     except (ValueError, RecursionError) as e:
         # UnicodeDecodeError and JSONDecodeError are ValueErrors.
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {e}") from None

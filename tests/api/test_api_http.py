@@ -23,6 +23,8 @@ CALL = {"to": "sip:bob@example.com", "caller": {"handle": "1"}}
         (b"{", "the body is not valid JSON"),
         (b"[1, 2]", "the body must be a JSON object"),
         (b'{"to": 1, "to": 2}', "duplicate member"),
+        (b'{"caller": {"handle": "1", "handle": "2"}}', "duplicate member 'handle'"),
+        (b'\xef\xbb\xbf{"to": "sip:bob@example.com"}', "Unexpected UTF-8 BOM"),
         (b'{"video": NaN}', "NaN is not JSON"),
         (b'{"ring_timeout_s": 1e999}', "number out of range"),
         (b"\xff\xfe{}", "the body is not valid JSON"),
