@@ -37,6 +37,7 @@ from gateway.http2._errors import (
     ResponseTooLargeError,
     StreamResetError,
 )
+from gateway.http2._hpack import MemoEncoder
 
 __all__ = [
     "ClientConnection",
@@ -158,6 +159,9 @@ class _GracefulH2Connection(h2.connection.H2Connection):
     state machine is reopened right after the GOAWAY (within the same
     ``receive_data``); :class:`ClientConnection` never starts another stream.
 
+    Header blocks: :class:`MemoEncoder` replaces the hpack encoder (see
+    ``gateway.http2._hpack``).
+
     Stream counting: h2 scans every stream it knows on each ``send_headers``
     (O(open streams) per request, most of the CPU at 1000 concurrent streams).
     ``ClientConnection`` already counts its open streams, so use that count and
@@ -168,6 +172,7 @@ class _GracefulH2Connection(h2.connection.H2Connection):
         self, config: h2.config.H2Configuration, open_streams: Callable[[], int]
     ) -> None:
         super().__init__(config=config)
+        self.encoder = MemoEncoder()
         self._open_count = open_streams
 
     @property
