@@ -184,6 +184,15 @@ class Final:
 
 Action = SendCall | SendVoipPush | SendCancel | Ringing | Final
 
+# Shared instances: these carry no per-call data, and an ended call keeps its
+# Final for the resume window, so one object serves every call.
+_RINGING = Ringing()
+_CANCELLED = Final(487)
+_UNANSWERED = Final(480)
+_DECLINED = Final(603)
+_RATE_LIMITED = Final(486, RATE_LIMITED_REASON)
+_UNREACHABLE = Final(480, PUSH_FAILED_REASON)
+
 
 @attrs.define
 class _Leg:
@@ -222,7 +231,28 @@ class _Leg:
 
 
 class Call:
-    """One call's state; every input returns the actions it causes."""
+    """One call's state; every input returns the actions it causes.
+
+    Slotted, and its online set a tuple of strings: an ended call is kept for
+    the resume window, and each object it owns is one more for the GC to walk.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_missed",
+        "_online",
+        "answered_by",
+        "decline_policy",
+        "ended_at",
+        "final",
+        "info",
+        "legs",
+        "outcome",
+        "outcome_reason",
+        "rang",
+        "resume_window",
+        "started_at",
+    )
 
     def __init__(
         self,
@@ -242,7 +272,7 @@ class Call:
         self.legs: dict[str, _Leg] = {
             t.device_id: _Leg(t.device_id, t.voip_token, t.alert_token) for t in targets
         }
-        self._online = {t.device_id for t in targets if t.online}
+        self._online = tuple(t.device_id for t in targets if t.online)
         self.outcome: str | None = None  # set when the call ends
         self.outcome_reason: str | None = None  # the call_cancel reason
         self._missed = False
@@ -361,13 +391,13 @@ class Call:
         if self.ended:
             return []
         missed = event.reason == "remote_ended" and self.answered_by is None
-        return self._end(now, "cancelled", Final(487), event.reason, missed=missed)
+        return self._end(now, "cancelled", _CANCELLED, event.reason, missed=missed)
 
     def _ring_timeout(self, event: RingTimeout, now: float) -> list[Action]:
         if self.ended:
             return []
         missed = self.answered_by is None
-        return self._end(now, "unanswered", Final(480), "unanswered", missed=missed)
+        return self._end(now, "unanswered", _UNANSWERED, "unanswered", missed=missed)
 
     def _cancel_delivered(self, event: CancelDelivered, now: float) -> list[Action]:
         self.legs[event.device_id].cancel_delivered = True
@@ -411,7 +441,7 @@ class Call:
         if self.rang:
             return []
         self.rang = True
-        return [Ringing()]
+        return [_RINGING]
 
     def _others(self, leg: _Leg) -> list[_Leg]:
         return [o for o in self.legs.values() if o is not leg]
@@ -434,15 +464,15 @@ class Call:
         live = [o for o in self.legs.values() if not o.dead]
         if self.decline_policy == "all" and not all(o.declined for o in live):
             return []
-        return self._end(now, "declined", Final(603), "declined_elsewhere")
+        return self._end(now, "declined", _DECLINED, "declined_elsewhere")
 
     def _check_unreachable(self, now: float) -> list[Action]:
         """No device left that could ring: 480 (or 486 if rate limiting did it)."""
         if self.ended or any(not leg.dead for leg in self.legs.values()):
             return []
         if any(leg.apns == "rate_limited" for leg in self.legs.values()):
-            return self._end(now, "rate_limited", Final(486, RATE_LIMITED_REASON))
-        return self._end(now, "unreachable", Final(480, PUSH_FAILED_REASON))
+            return self._end(now, "rate_limited", _RATE_LIMITED)
+        return self._end(now, "unreachable", _UNREACHABLE)
 
     def _end(
         self,

@@ -23,6 +23,7 @@ import enum
 import heapq
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.sip._errors import LocalProtocolError
 from gateway.sip._message import Request, Response, build_response
@@ -123,13 +124,15 @@ class TimerSettings:
     t4: float = 5.0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TransactionKey:
+class TransactionKey(NamedTuple):
     """Identifies a server transaction.
 
     RFC 3261 requests: ``branch`` + sent-by ``host``/``port`` + ``method``
     (INVITE for an ACK). RFC 2543 requests: ``branch`` is empty and ``legacy``
     holds Request-URI, From tag, Call-ID, CSeq number and the top Via.
+    A NamedTuple, not a frozen dataclass: it is hashed on every dict lookup
+    of every message, and tuple hashing runs in C (a dataclass's ``__hash__``
+    is Python code building a tuple each time). Build it with keywords.
     """
 
     branch: str
@@ -204,10 +207,24 @@ class TransactionTimeout:
 
 Action = NewRequest | Send | Absorbed | StrayAck | TransactionTimeout
 
+_FINAL_SENT = frozenset((TxnState.COMPLETED, TxnState.ACCEPTED))
+
 
 class _Txn:
+    """One server transaction.
+
+    Its timers are two slots, not a dict: at most one retransmission timer
+    (G) and one that ends the transaction (H, I, J or L) run at once. Once a
+    final response is sent the request is dropped (``request`` is ``None``):
+    completed transactions wait up to 64*T1 for retransmissions and need only
+    the response bytes and where they go, and the parsed request is most of
+    the objects the garbage collector would walk meanwhile.
+    """
+
     __slots__ = (
-        "deadlines",
+        "end_at",
+        "end_timer",
+        "g_at",
         "g_interval",
         "invite",
         "key",
@@ -227,15 +244,26 @@ class _Txn:
         route: ResponseRoute | None,
     ) -> None:
         self.key = key
-        self.request = request
+        self.request: Request | None = request
         self.invite = request.method == "INVITE"
         self.state = TxnState.PROCEEDING if self.invite else TxnState.TRYING
         self.reliable = reliable
         self.route = route
         self.last_response: bytes | None = None
         self.to_tag: str | None = None
-        self.deadlines: dict[_Input, float] = {}
+        self.g_at: float | None = None
+        self.end_at: float | None = None
+        self.end_timer: _Input | None = None
         self.g_interval = 0.0
+
+    def due(self, timer: _Input) -> float | None:
+        """When ``timer`` fires, ``None`` if it is not running."""
+        if timer is _Input.TIMER_G:
+            return self.g_at
+        return self.end_at if timer is self.end_timer else None
+
+    def clear_timers(self) -> None:
+        self.g_at = self.end_at = self.end_timer = None
 
 
 class TransactionLayer:
@@ -259,7 +287,8 @@ class TransactionLayer:
         return txn.state if txn is not None else None
 
     def request(self, key: TransactionKey) -> Request | None:
-        """The (stamped) request that created the transaction."""
+        """The (stamped) request that created the transaction, until a final
+        response was sent."""
         txn = self._txns.get(key)
         return txn.request if txn is not None else None
 
@@ -278,7 +307,9 @@ class TransactionLayer:
         connection: Hashable | None = None,
     ) -> list[Action]:
         """Handle an incoming request: new, retransmitted, or an ACK."""
-        stamped = request.with_top_via(stamp_via(request.via[0], source))
+        top = request.via[0]
+        via = stamp_via(top, source)
+        stamped = request if via is top else request.with_top_via(via)
         key = transaction_key(stamped)
         txn = self._txns.get(key)
         if request.method == "ACK":
@@ -327,7 +358,7 @@ class TransactionLayer:
         while heap:
             deadline, _, key, timer = heap[0]
             txn = self._txns.get(key)
-            if txn is not None and txn.deadlines.get(timer) == deadline:
+            if txn is not None and txn.due(timer) == deadline:
                 return deadline
             heapq.heappop(heap)  # stale: cancelled or superseded
         return None
@@ -339,9 +370,12 @@ class TransactionLayer:
         while heap and heap[0][0] <= now:
             deadline, _, key, timer = heapq.heappop(heap)
             txn = self._txns.get(key)
-            if txn is None or txn.deadlines.get(timer) != deadline:
+            if txn is None or txn.due(timer) != deadline:
                 continue
-            del txn.deadlines[timer]
+            if timer is _Input.TIMER_G:
+                txn.g_at = None
+            else:
+                txn.end_at = txn.end_timer = None
             actions.extend(self._input(txn, timer, now, None))
         return actions
 
@@ -352,7 +386,10 @@ class TransactionLayer:
 
     def _start(self, txn: _Txn, timer: _Input, now: float, delay: float) -> None:
         deadline = now + delay
-        txn.deadlines[timer] = deadline
+        if timer is _Input.TIMER_G:
+            txn.g_at = deadline
+        else:
+            txn.end_at, txn.end_timer = deadline, timer
         self._seq += 1
         heapq.heappush(self._heap, (deadline, self._seq, txn.key, timer))
 
@@ -380,7 +417,7 @@ class TransactionLayer:
             assert request is not None
             actions.append(Absorbed(key=txn.key, request=request))
             if new_state is TxnState.CONFIRMED and old_state is TxnState.COMPLETED:
-                txn.deadlines.clear()  # Timers G and H stop
+                txn.clear_timers()  # Timers G and H stop
                 if txn.reliable:
                     new_state = txn.state = TxnState.TERMINATED
                 else:
@@ -407,6 +444,8 @@ class TransactionLayer:
         elif event is _Input.TIMER_H:
             actions.append(TransactionTimeout(key=txn.key))
         if new_state is TxnState.TERMINATED:
-            txn.deadlines.clear()
+            txn.clear_timers()
             del self._txns[txn.key]
+        elif old_state is not new_state and new_state in _FINAL_SENT:
+            txn.request = None
         return actions

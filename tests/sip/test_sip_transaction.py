@@ -336,3 +336,16 @@ def test_one_invite_reaches_the_tu_once(
         )
         assert all(a.route.host == SRC[0] for a in actions if isinstance(a, Send))
     assert delivered == 1
+
+
+def test_completed_transaction_keeps_the_response_not_the_request() -> None:
+    """After the final response the parsed request is let go (fewer objects
+    for the GC while the transaction waits 64*T1); retransmissions of the
+    request still get the final response."""
+    layer = TransactionLayer()
+    new = _new(layer.receive(_req(), Transport.UDP, SRC, 0.0))
+    assert layer.request(new.key) is new.request
+    layer.respond(new.key, build_response(new.request, 486, to_tag="t"), 0.1)
+    assert layer.request(new.key) is None
+    again = layer.receive(_req(), Transport.UDP, SRC, 0.2)
+    assert _sent(again) == [b"SIP/2.0 486 Busy Here"]
