@@ -211,7 +211,12 @@ def _accept(value: Any, path: str | None) -> None:
 
 class _Compiler:
     """Compiles schemas of one document; each ``$ref`` target compiles once
-    (a forwarding stub covers a reference to a schema still being compiled)."""
+    (a forwarding stub covers a reference to a schema still being compiled).
+
+    Each schema becomes as few closures as its keywords allow: one for the
+    keywords of a JSON type (``minLength``, ``maxLength`` and ``pattern`` are
+    one string check), fused with the ``type`` check when the type is one.
+    """
 
     def __init__(self, document: Mapping[str, Any]) -> None:
         self._document = document
@@ -219,33 +224,40 @@ class _Compiler:
 
     def compile(self, schema: Mapping[str, Any]) -> Check:
         steps: list[Check] = []
+        if "$ref" in schema:
+            steps.append(self._ref(schema["$ref"]))
+        if "oneOf" in schema:
+            steps.append(_one_of([self.compile(s) for s in schema["oneOf"]]))
+        if "anyOf" in schema:
+            steps.append(self._any_of(schema["anyOf"]))
         # A string is checked for lone surrogates by every schema it meets,
         # unless a $ref, oneOf or anyOf already did (they pass only after
         # their own checks, which include it).
-        delegated = False
-        if "$ref" in schema:
-            steps.append(self._ref(schema["$ref"]))
-            delegated = True
-        if "oneOf" in schema:
-            steps.append(_one_of([self.compile(s) for s in schema["oneOf"]]))
-            delegated = True
-        if "anyOf" in schema:
-            steps.append(_any_of([self.compile(s) for s in schema["anyOf"]]))
-            delegated = True
-        if "type" in schema:
-            steps.append(_type(schema["type"]))
-        if "enum" in schema:
-            steps.append(_enum(schema["enum"]))
-        if "const" in schema:
-            steps.append(_const(schema["const"]))
-        steps.append(
-            _by_kind(
-                string=_string(schema, surrogates=not delegated),
-                number=_number(schema),
-                array=self._array(schema),
-                obj=self._object(schema),
+        kinds = {
+            "string": _string(schema, surrogates=not steps),
+            "number": _number(schema),
+            "array": self._array(schema),
+            "object": self._object(schema),
+        }
+        kind = schema.get("type")
+        if "enum" in schema or "const" in schema or not isinstance(kind, str):
+            if kind is not None:
+                steps.append(_type(kind))
+            if "enum" in schema:
+                steps.append(_enum(schema["enum"]))
+            if "const" in schema:
+                steps.append(_const(schema["const"]))
+            steps.append(
+                _by_kind(
+                    string=kinds["string"],
+                    number=kinds["number"],
+                    array=kinds["array"],
+                    obj=kinds["object"],
+                )
             )
-        )
+        else:  # the usual case: one type, then that type's keywords
+            step = kinds.get("number" if kind == "integer" else kind, _accept)
+            steps.append(_typed(kind, step))
         return _run_all(tuple(s for s in steps if s is not _accept))
 
     def _ref(self, ref: str) -> Check:
@@ -261,75 +273,39 @@ class _Compiler:
 
         return forward
 
+    def _any_of(self, options: list[Mapping[str, Any]]) -> Check:
+        if options and all(set(o) == {"required"} for o in options):
+            return _any_required([tuple(o["required"]) for o in options])
+        return _any_of([self.compile(o) for o in options])
+
     def _array(self, schema: Mapping[str, Any]) -> Check:
-        steps: list[Check] = []
         low = schema.get("minItems", 0)
-        if low > 0:
-            too_few = f"must have at least {low} items"
+        high = schema.get("maxItems")
+        unique = bool(schema.get("uniqueItems"))
+        items = schema.get("items")
+        item = self.compile(items) if items is not None else None
+        if low <= 0 and high is None and not unique and item is None:
+            return _accept
+        too_few = f"must have at least {low} items"
+        too_many = f"must have at most {high} items"
 
-            def min_items(value: list[Any], path: str | None) -> None:
-                if len(value) < low:
-                    raise SchemaError(path, too_few)
-
-            steps.append(min_items)
-        if "maxItems" in schema:
-            high = schema["maxItems"]
-            too_many = f"must have at most {high} items"
-
-            def max_items(value: list[Any], path: str | None) -> None:
-                if len(value) > high:
-                    raise SchemaError(path, too_many)
-
-            steps.append(max_items)
-        if schema.get("uniqueItems"):
-            steps.append(_unique_items)
-        if schema.get("items") is not None:
-            item = self.compile(schema["items"])
-
-            def items(value: list[Any], path: str | None) -> None:
+        def array(value: list[Any], path: str | None) -> None:
+            if len(value) < low:
+                raise SchemaError(path, too_few)
+            if high is not None and len(value) > high:
+                raise SchemaError(path, too_many)
+            if unique:
+                _unique_items(value, path)
+            if item is not None:
                 for i, member in enumerate(value):
                     item(member, _join(path, i))
 
-            steps.append(items)
-        return _run_all(tuple(steps))
+        return array
 
     def _object(self, schema: Mapping[str, Any]) -> Check:
-        steps: list[Check] = []
         required = tuple(schema.get("required", ()))
-        if required:
-
-            def has_required(value: dict[str, Any], path: str | None) -> None:
-                for name in required:
-                    if name not in value:
-                        raise SchemaError(_join(path, name), "is required")
-
-            steps.append(has_required)
         low = schema.get("minProperties", 0)
-        if low > 0:
-            too_few = f"must have at least {low} members"
-
-            def min_properties(value: dict[str, Any], path: str | None) -> None:
-                if len(value) < low:
-                    raise SchemaError(path, too_few)
-
-            steps.append(min_properties)
-        if "maxProperties" in schema:
-            high = schema["maxProperties"]
-            too_many = f"must have at most {high} members"
-
-            def max_properties(value: dict[str, Any], path: str | None) -> None:
-                if len(value) > high:
-                    raise SchemaError(path, too_many)
-
-            steps.append(max_properties)
-        members = self._members(schema)
-        if members is not None:
-            steps.append(members)
-        return _run_all(tuple(steps))
-
-    def _members(self, schema: Mapping[str, Any]) -> Check | None:
-        """Each member against its property schema, ``additionalProperties``
-        and ``propertyNames``; None when no member can fail."""
+        high = schema.get("maxProperties")
         names = schema.get("propertyNames")
         name_check = self.compile(names) if names is not None else None
         properties = {
@@ -337,15 +313,30 @@ class _Compiler:
             for name, sub in schema.get("properties", {}).items()
         }
         extra = schema.get("additionalProperties", True)
-        extra_check: Check | None = None
-        if isinstance(extra, dict):
-            extra_check = self.compile(extra)
+        extra_check = self.compile(extra) if isinstance(extra, dict) else None
         closed = extra is False
-        open_ended = name_check is None and extra_check is None and not closed
-        if open_ended and all(c is _accept for c in properties.values()):
-            return None
+        # No member can fail: skip the walk over members.
+        members = not (
+            name_check is None
+            and extra_check is None
+            and not closed
+            and all(c is _accept for c in properties.values())
+        )
+        if not required and low <= 0 and high is None and not members:
+            return _accept
+        too_few = f"must have at least {low} members"
+        too_many = f"must have at most {high} members"
 
-        def members(value: dict[str, Any], path: str | None) -> None:
+        def obj(value: dict[str, Any], path: str | None) -> None:
+            for name in required:
+                if name not in value:
+                    raise SchemaError(_join(path, name), "is required")
+            if len(value) < low:
+                raise SchemaError(path, too_few)
+            if high is not None and len(value) > high:
+                raise SchemaError(path, too_many)
+            if not members:
+                return
             for name, member in value.items():
                 where = f"{path}.{name}" if path else name
                 if name_check is not None:
@@ -358,7 +349,7 @@ class _Compiler:
                 elif extra_check is not None:
                     extra_check(member, where)
 
-        return members
+        return obj
 
 
 def _one_of(options: list[Check]) -> Check:
@@ -395,6 +386,54 @@ def _any_of(options: list[Check]) -> Check:
             raise first
 
     return any_of
+
+
+def _any_required(groups: list[tuple[str, ...]]) -> Check:
+    """``anyOf`` of ``{"required": [...]}`` alternatives (one of these sets of
+    members must be present): the same first error, without a check per
+    alternative. Of other values they check only what every schema does."""
+
+    def any_required(value: Any, path: str | None) -> None:
+        if not isinstance(value, dict):
+            if isinstance(value, str):
+                _no_surrogates(value, path)
+            return
+        for names in groups:
+            if all(name in value for name in names):
+                return
+        missing = next(name for name in groups[0] if name not in value)
+        raise SchemaError(_join(path, missing), "is required")
+
+    return any_required
+
+
+def _typed(kind: str, step: Check) -> Check:
+    """``type: <kind>`` (one type), then ``step`` for the value's keywords."""
+    message = f"must be {kind}"
+    test = _TYPES[kind]
+    cls = _CLASSES.get(kind)
+    if cls is not None and step is _accept:
+
+        def of_class(value: Any, path: str | None) -> None:
+            if not isinstance(value, cls):
+                raise SchemaError(path, message)
+
+        return of_class
+    if cls is not None:
+
+        def of_class_then(value: Any, path: str | None) -> None:
+            if not isinstance(value, cls):
+                raise SchemaError(path, message)
+            step(value, path)
+
+        return of_class_then
+
+    def tested_then(value: Any, path: str | None) -> None:
+        if not test(value):
+            raise SchemaError(path, message)
+        step(value, path)
+
+    return tested_then
 
 
 def _type(kind: str | list[str]) -> Check:
@@ -470,59 +509,44 @@ def _no_surrogates(value: str, path: str | None) -> None:
 
 
 def _string(schema: Mapping[str, Any], *, surrogates: bool) -> Check:
-    steps: list[Check] = [_no_surrogates] if surrogates else []
     low = schema.get("minLength", 0)
-    if low > 0:
-        too_short = f"must be at least {low} characters"
-
-        def min_length(value: str, path: str | None) -> None:
-            if len(value) < low:
-                raise SchemaError(path, too_short)
-
-        steps.append(min_length)
-    if "maxLength" in schema:
-        high = schema["maxLength"]
-        too_long = f"must be at most {high} characters"
-
-        def max_length(value: str, path: str | None) -> None:
-            if len(value) > high:
-                raise SchemaError(path, too_long)
-
-        steps.append(max_length)
+    high = schema.get("maxLength")
     pattern = schema.get("pattern")
-    if pattern is not None:
-        search = re.compile(pattern).search
-        mismatch = f"must match {pattern}"
+    if not surrogates and low <= 0 and high is None and pattern is None:
+        return _accept
+    search = re.compile(pattern).search if pattern is not None else None
+    too_short = f"must be at least {low} characters"
+    too_long = f"must be at most {high} characters"
+    mismatch = f"must match {pattern}"
 
-        def matches(value: str, path: str | None) -> None:
-            if search(value) is None:
-                raise SchemaError(path, mismatch)
+    def string(value: str, path: str | None) -> None:
+        if surrogates and not value.isascii():
+            _no_surrogates(value, path)
+        if len(value) < low:
+            raise SchemaError(path, too_short)
+        if high is not None and len(value) > high:
+            raise SchemaError(path, too_long)
+        if search is not None and search(value) is None:
+            raise SchemaError(path, mismatch)
 
-        steps.append(matches)
-    return _run_all(tuple(steps))
+    return string
 
 
 def _number(schema: Mapping[str, Any]) -> Check:
-    steps: list[Check] = []
-    if "minimum" in schema:
-        low = schema["minimum"]
-        too_small = f"must be at least {low}"
+    low = schema.get("minimum")
+    high = schema.get("maximum")
+    if low is None and high is None:
+        return _accept
+    too_small = f"must be at least {low}"
+    too_big = f"must be at most {high}"
 
-        def minimum(value: float, path: str | None) -> None:
-            if value < low:
-                raise SchemaError(path, too_small)
+    def number(value: float, path: str | None) -> None:
+        if low is not None and value < low:
+            raise SchemaError(path, too_small)
+        if high is not None and value > high:
+            raise SchemaError(path, too_big)
 
-        steps.append(minimum)
-    if "maximum" in schema:
-        high = schema["maximum"]
-        too_big = f"must be at most {high}"
-
-        def maximum(value: float, path: str | None) -> None:
-            if value > high:
-                raise SchemaError(path, too_big)
-
-        steps.append(maximum)
-    return _run_all(tuple(steps))
+    return number
 
 
 def _unique_items(value: list[Any], path: str | None) -> None:

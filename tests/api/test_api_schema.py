@@ -287,3 +287,21 @@ def test_keywords_the_document_does_not_use_yet() -> None:
         one_of("a", "p")
     with pytest.raises(SchemaError, match="must be string"):
         one_of(5, "p")
+
+
+def test_any_of_required_alternatives_check_other_values_as_before() -> None:
+    """anyOf of required-sets (compiled to one check) still rejects a lone
+    surrogate in a string and lets other non-objects through, as each
+    alternative did when it was checked on its own."""
+    document: dict[str, Any] = {}
+    check = compile_schema(
+        {"anyOf": [{"required": ["a"]}, {"required": ["b", "c"]}]}, document
+    )
+    check({"b": 1, "c": 2}, None)
+    check(5, None)
+    check("fine", None)
+    with pytest.raises(SchemaError) as caught:
+        check({"b": 1}, "x")
+    assert (caught.value.field, caught.value.message) == ("x.a", "is required")
+    with pytest.raises(SchemaError, match="lone surrogates"):
+        check("\ud800", None)
