@@ -6,12 +6,11 @@ from collections.abc import Callable
 
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Factory
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from gateway.localpush.hub import Hub
 from gateway.localpush.protocol import LocalPushProtocol
 from gateway.localpush.session import SessionSettings, random_id
-from gateway.localpush.tls import ServerTLS
+from gateway.localpush.tls import DeviceTLSFactory, ServerTLS
 
 __all__ = ["LocalPushFactory", "tls_factory"]
 
@@ -56,10 +55,10 @@ class LocalPushFactory(Factory):
         return proto
 
 
-def tls_factory(factory: LocalPushFactory, tls: ServerTLS) -> TLSMemoryBIOFactory:
+def tls_factory(factory: LocalPushFactory, tls: ServerTLS) -> DeviceTLSFactory:
     """Wrap ``factory`` in server-side TLS; listen with this on a TCP endpoint.
 
     The wrapped protocol's ``connectionMade`` runs at TCP accept, so the
     handshake timeout covers the TLS handshake, as localpush.md requires.
     """
-    return TLSMemoryBIOFactory(tls, False, factory)
+    return DeviceTLSFactory(tls, False, factory)
