@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -24,7 +25,9 @@ __all__ = [
     "LocalPushError",
     "RemoteProtocolError",
     "encode_frame",
+    "encode_pong",
     "format_time",
+    "simple_ping_id",
 ]
 
 HEADER_SIZE = 4
@@ -171,6 +174,52 @@ def encode_frame(obj: Mapping[str, Any], max_frame: int) -> bytes:
             f"frame of {len(body)} bytes exceeds max_frame {max_frame}"
         )
     return _HEADER.pack(len(body)) + body
+
+
+# The ping as clients send it, in either member order, JSON whitespace allowed:
+# ``{"type":"ping","id":"<id>"}`` with an id of at most 256 printable ASCII
+# characters other than ``"`` and ``\``, which JSON takes verbatim (no escape
+# to undo, nothing for ``_has_bad_strings`` to find) and ``encode_frame``
+# writes back verbatim. Every other ping takes the full decode.
+_WS = rb"[ \t\n\r]*"
+_ID = rb'"([\x20\x21\x23-\x5b\x5d-\x7e]{0,256})"'
+_TYPE = rb'"type"' + _WS + rb":" + _WS + rb'"ping"'
+_PING_RE = re.compile(
+    rb"\{" + _WS + _TYPE + _WS + rb"," + _WS + rb'"id"' + _WS + rb":" + _WS + _ID
+    + _WS + rb"\}"
+    + rb"|\{" + _WS + rb'"id"' + _WS + rb":" + _WS + _ID + _WS + rb"," + _WS + _TYPE
+    + _WS + rb"\}"
+)  # fmt: skip
+_PONG_HEAD = b'{"type":"pong","id":"'
+_PONG_TAIL = b'"}'
+
+
+def simple_ping_id(data: bytes, max_frame: int) -> bytes | None:
+    """The id of ``data`` when it is exactly one frame holding a simple ping.
+
+    A cheap check before the full decode, for the frame every session sends
+    every ``heartbeat_s``: None means "decode ``data`` the usual way" (also for
+    every malformed input, which the full decode then refuses with its code).
+    """
+    if len(data) <= HEADER_SIZE:
+        return None
+    (length,) = _HEADER.unpack_from(data)
+    if length != len(data) - HEADER_SIZE or length > max_frame:
+        return None
+    m = _PING_RE.fullmatch(data, HEADER_SIZE)
+    if m is None:
+        return None
+    ping_id: bytes = m[1] if m[1] is not None else m[2]
+    return ping_id
+
+
+def encode_pong(ping_id: bytes) -> bytes:
+    """``encode_frame({"type": "pong", "id": id})`` for an id from ``simple_ping_id``.
+
+    Never longer than the ping it answers, so within ``max_frame``.
+    """
+    size = len(_PONG_HEAD) + len(ping_id) + len(_PONG_TAIL)
+    return _HEADER.pack(size) + _PONG_HEAD + ping_id + _PONG_TAIL
 
 
 def format_time(t: float) -> str:

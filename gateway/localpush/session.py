@@ -29,7 +29,9 @@ from gateway.localpush.codec import (
     LocalProtocolError,
     RemoteProtocolError,
     encode_frame,
+    encode_pong,
     format_time,
+    simple_ping_id,
 )
 from gateway.localpush.frames import (
     APNS_ENVS,
@@ -231,6 +233,7 @@ class DeviceSession:
         self._state = State.HANDSHAKE
         self._started = now
         self._last_rx = now
+        self._idle_timeout = settings.idle_timeout_s
         self._bucket = _TokenBucket(settings.rate_per_s, settings.rate_burst, now)
         self._out: list[bytes] = []
         self._events: list[Event] = []
@@ -260,8 +263,10 @@ class DeviceSession:
         if self._state is State.HANDSHAKE:
             return self._started + self._settings.handshake_timeout_s
         if self._state is State.OPEN:
-            idle = self._last_rx + self._settings.idle_timeout_s
-            return min([idle, *self._pending.values()])
+            idle = self._last_rx + self._idle_timeout
+            if not self._pending:
+                return idle
+            return min(idle, *self._pending.values())
         return None
 
     def data_to_send(self) -> bytes:
@@ -278,6 +283,10 @@ class DeviceSession:
             return []
         if not data:
             return self.connection_lost(now)
+        if self._state is State.OPEN and not self._decoder.buffered:
+            ping_id = simple_ping_id(data, self._settings.max_frame)
+            if ping_id is not None:
+                return self._receive_simple_ping(ping_id, now)
         error: RemoteProtocolError | None = None
         try:
             frames = self._decoder.feed(data)
@@ -366,6 +375,19 @@ class DeviceSession:
         handler(self, frame, now)
         if self._state is not State.CLOSED:
             self._state = next_state
+
+    def _receive_simple_ping(self, ping_id: bytes, now: float) -> list[Event]:
+        """(OPEN, ping) of ``_TRANSITIONS`` without building a Frame.
+
+        Same steps as ``_receive_frame`` + ``_on_ping``, same bytes out: the
+        id from ``simple_ping_id`` is echoed as ``encode_frame`` would write it.
+        """
+        self._last_rx = now
+        if not self._bucket.take(now):
+            self._fail("rate_limited", "too many frames")
+            return self._take_events()
+        self._out.append(encode_pong(ping_id))
+        return []
 
     def _on_hello(self, frame: Frame, now: float) -> None:
         try:
