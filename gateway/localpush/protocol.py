@@ -78,8 +78,12 @@ class LocalPushProtocol(Protocol):
         self._clock = clock
         self._id_factory = id_factory
         self._core: DeviceSession | None = None
+        # The pending DelayedCall of _on_timer and when it fires; None once it
+        # fired or was cancelled (so no active() call is needed to know).
         self._timer: IDelayedCall | None = None
+        self._timer_at = 0.0
         self._abort_timer: IDelayedCall | None = None
+        self._tls = False
         self._tls_up = False
         self._up = False
         self._closing = False
@@ -143,6 +147,7 @@ class LocalPushProtocol(Protocol):
         """TCP accept: the handshake timer (covering TLS) starts now."""
         peer = self._transport.getPeer()
         self._peer = str(getattr(peer, "host", peer))
+        self._tls = ISSLTransport.providedBy(self.transport)
         self._core = DeviceSession(
             self._settings,
             self._secret,
@@ -200,7 +205,8 @@ class LocalPushProtocol(Protocol):
 
     def _after(self, events: list[Event]) -> None:
         """Handle core events, then flush and reschedule, then maybe close."""
-        self._dispatch(events)
+        if events:
+            self._dispatch(events)
         self._flush()
         if self._lost:
             return
@@ -261,22 +267,24 @@ class LocalPushProtocol(Protocol):
                 self._drop("send buffer over limit")
 
     def _tls_stalled(self) -> bool:
-        return ISSLTransport.providedBy(self.transport) and not self._tls_up
+        return self._tls and not self._tls_up
 
     def _schedule(self) -> None:
         assert self._core is not None
         deadline = self._core.next_deadline()
-        if self._timer is not None and self._timer.active():
+        timer = self._timer
+        if timer is not None:
             # Most frames push the idle deadline later: keep the earlier timer,
             # which finds nothing due when it fires and re-arms, rather than
             # cancel and create one per frame (a measurable share of idle CPU).
-            if deadline is None or self._timer.getTime() <= deadline:
+            if deadline is None or self._timer_at <= deadline:
                 return
-            self._timer.cancel()
-        self._timer = None
+            self._timer = None
+            timer.cancel()
         if deadline is not None:
             delay = max(0.0, deadline - self._clock.seconds())
             self._timer = self._clock.callLater(delay, self._on_timer)
+            self._timer_at = deadline
 
     def _on_timer(self) -> None:
         self._timer = None
