@@ -39,6 +39,7 @@ from gateway.localpush.session import (
     State,
     random_id,
 )
+from gateway.localpush.timers import SessionTimers
 
 if TYPE_CHECKING:
     from gateway.localpush.hub import Hub
@@ -71,16 +72,17 @@ class LocalPushProtocol(Protocol):
         hub: Hub,
         clock: IReactorTime,
         id_factory: Callable[[], str] = random_id,
+        timers: SessionTimers | None = None,
     ) -> None:
         self._settings = settings
         self._secret = secret
         self._hub = hub
         self._clock = clock
         self._id_factory = id_factory
+        self._timers = timers if timers is not None else SessionTimers(clock)
         self._core: DeviceSession | None = None
-        # The pending DelayedCall of _on_timer and when it fires; None once it
-        # fired or was cancelled (so no active() call is needed to know).
-        self._timer: IDelayedCall | None = None
+        # The core's next deadline as set on the shared timers (token 0: none).
+        self._timer = 0
         self._timer_at = 0.0
         self._abort_timer: IDelayedCall | None = None
         self._tls = False
@@ -176,10 +178,11 @@ class LocalPushProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """End the session (if the core had not) and tell the hub."""
         self._lost = True
-        for timer in (self._timer, self._abort_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._timer = self._abort_timer = None
+        self._timers.cancel(self._timer)
+        self._timer = 0
+        if self._abort_timer is not None and self._abort_timer.active():
+            self._abort_timer.cancel()
+        self._abort_timer = None
         if self._core is not None:
             self._dispatch(self._core.connection_lost(self._clock.seconds()))
         waiters, self._closed_waiters = self._closed_waiters, []
@@ -272,22 +275,21 @@ class LocalPushProtocol(Protocol):
     def _schedule(self) -> None:
         assert self._core is not None
         deadline = self._core.next_deadline()
-        timer = self._timer
-        if timer is not None:
+        if self._timer:
             # Most frames push the idle deadline later: keep the earlier timer,
             # which finds nothing due when it fires and re-arms, rather than
-            # cancel and create one per frame (a measurable share of idle CPU).
+            # move it on every frame.
             if deadline is None or self._timer_at <= deadline:
                 return
-            self._timer = None
-            timer.cancel()
+            self._timers.cancel(self._timer)
+            self._timer = 0
         if deadline is not None:
-            delay = max(0.0, deadline - self._clock.seconds())
-            self._timer = self._clock.callLater(delay, self._on_timer)
+            self._timer = self._timers.set(self, deadline)
             self._timer_at = deadline
 
-    def _on_timer(self) -> None:
-        self._timer = None
+    def on_deadline(self) -> None:
+        """The core's next deadline passed (``SessionTimers``): let it tick."""
+        self._timer = 0
         if self._core is None or self._lost:
             return
         self._after(self._core.tick(self._clock.seconds()))

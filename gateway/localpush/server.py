@@ -10,6 +10,7 @@ from twisted.internet.protocol import Factory
 from gateway.localpush.hub import Hub
 from gateway.localpush.protocol import LocalPushProtocol
 from gateway.localpush.session import SessionSettings, random_id
+from gateway.localpush.timers import SessionTimers
 from gateway.localpush.tls import DeviceTLSFactory, ServerTLS
 
 __all__ = ["LocalPushFactory", "tls_factory"]
@@ -36,6 +37,8 @@ class LocalPushFactory(Factory):
         self._secret = secret
         self._clock = clock
         self._id_factory = id_factory
+        # One timer heap for every session's deadline (timers.py says why).
+        self.timers = SessionTimers(clock)
 
     def set_secret(self, secret: bytes) -> None:
         """A new device-token secret for sessions from now on (SIGHUP);
@@ -50,6 +53,7 @@ class LocalPushFactory(Factory):
             hub=self.hub,
             clock=self._clock,
             id_factory=self._id_factory,
+            timers=self.timers,
         )
         proto.factory = self
         return proto

@@ -107,14 +107,15 @@ class DeviceTLSProtocol(TLSMemoryBIOProtocol):
     allocate a 32 KiB buffer for every ``recv``/``bio_read``, end every read
     loop and every send-BIO flush with a ``WantReadError`` raised and caught,
     and (as ``BufferingTLSTransport``, which ``TLSMemoryBIOFactory`` builds)
-    postpone each write to a ``callLater(0)``. Here reads go through one
-    reused buffer and stop on ``SSL_ERROR_WANT_READ`` without an exception,
-    writes go out at once (the adapter writes one joined buffer per batch),
-    and TLS bytes are handed to the socket directly when nothing is queued
-    ahead of them (Twisted would register for writability and send on the
-    next reactor turn: two ``epoll_ctl`` calls and a pass through the reactor
-    for every pong). Anything other than "need more data" from OpenSSL goes
-    back to the stock code, so close_notify and errors are handled as before.
+    postpone each write to a ``callLater(0)``. Here records go in and out
+    through OpenSSL's calls on reused buffers, stopping on
+    ``SSL_ERROR_WANT_READ`` without an exception; writes go out at once (the
+    adapter writes one joined buffer per batch); and TLS bytes are handed to
+    the socket directly when nothing is queued ahead of them (Twisted would
+    register for writability and send on the next reactor turn: two
+    ``epoll_ctl`` calls and a pass through the reactor for every pong).
+    Everything else (the handshake, writes over one record, close_notify,
+    errors, a full socket) goes to the stock code, which handles it as before.
     """
 
     _direct = False
@@ -124,10 +125,19 @@ class DeviceTLSProtocol(TLSMemoryBIOProtocol):
         self._direct = isinstance(transport, FileDescriptor)
         super().makeConnection(transport)  # type: ignore[no-untyped-call]
 
+    def dataReceived(self, data: bytes) -> None:
+        """Put TLS bytes into OpenSSL and deliver what they decrypt to."""
+        if not self._handshakeDone or self._appSendBuffer:
+            super().dataReceived(data)  # type: ignore[no-untyped-call]
+            return
+        if _lib.BIO_write(self._tlsConnection._into_ssl, data, len(data)) <= 0:
+            # only after bio_shutdown; pyOpenSSL raises what Twisted expects
+            self._tlsConnection.bio_write(data)
+        self._flushReceiveBIO()
+
     def _flushReceiveBIO(self) -> None:
         """Deliver every decrypted record, then flush what OpenSSL queued."""
-        conn = self._tlsConnection
-        ssl = conn._ssl
+        ssl = self._tlsConnection._ssl
         while not self._lostTLSConnection:
             n = _lib.SSL_read(ssl, _read_buf, _RECORD_MAX)
             if n > 0:
@@ -146,51 +156,57 @@ class DeviceTLSProtocol(TLSMemoryBIOProtocol):
         """Move the TLS bytes OpenSSL produced to the socket."""
         bio = self._tlsConnection._from_ssl
         n = _lib.BIO_read(bio, _send_buf, _SEND_CHUNK)
-        while n > 0:
-            self._send(_ffi.buffer(_send_buf, n)[:])
-            if n < _SEND_CHUNK:
-                return
-            n = _lib.BIO_read(bio, _send_buf, _SEND_CHUNK)
-
-    def _write(self, data: bytes) -> None:
-        """Encrypt one write of up to a record without the stock loop's slicing;
-        longer ones, and every failure, take the stock path."""
-        if len(data) > _RECORD_MAX or self._lostTLSConnection:
-            super()._write(data)  # type: ignore[no-untyped-call]
+        if n <= 0:
             return
-        try:
-            sent = self._tlsConnection.send(data)
-        except SSL.WantReadError:
-            self._bufferedWrite(data)  # type: ignore[no-untyped-call]
-            return
-        except SSL.Error:
-            self._tlsShutdownFinished(Failure())  # type: ignore[no-untyped-call]
-            return
-        self._flushSendBIO()
-        if sent < len(data):
-            super()._write(data[sent:])  # type: ignore[no-untyped-call]
-
-    def _send(self, data: bytes) -> None:
-        """``transport.write``, or a direct send when the socket is idle.
-
-        The direct send is what Twisted's ``doWrite`` would do on the next
-        reactor turn; partial sends and errors leave the rest (all of it, on
-        an error) to ``transport.write``, which reports the error as usual.
-        """
+        data = _ffi.buffer(_send_buf, n)[:]
+        if n == _SEND_CHUNK:
+            parts = [data]
+            while n == _SEND_CHUNK:
+                n = _lib.BIO_read(bio, _send_buf, _SEND_CHUNK)
+                if n > 0:
+                    parts.append(_ffi.buffer(_send_buf, n)[:])
+            data = b"".join(parts)
         transport: Any = self.transport
         if (
             self._direct
+            and not transport.dataBuffer
+            and not transport._tempDataBuffer
             and transport.connected
             and not transport.disconnecting
-            and not transport._tempDataBuffer
-            and transport.offset == len(transport.dataBuffer)
         ):
-            sent = transport.writeSomeData(data)
-            if isinstance(sent, int) and sent > 0:
-                if sent == len(data):
-                    return
-                data = data[sent:]
+            # What Twisted's doWrite would do on the next turn; whatever the
+            # socket does not take (or an error) goes to transport.write,
+            # which queues it in order and reports errors as usual.
+            try:
+                sent = transport.socket.send(data)
+            except OSError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
         transport.write(data)
+
+    def _write(self, data: bytes) -> None:
+        """Encrypt one write of up to a record in one ``SSL_write``."""
+        if len(data) > _RECORD_MAX or not data or self._lostTLSConnection:
+            super()._write(data)  # type: ignore[no-untyped-call]
+            return
+        conn = self._tlsConnection
+        sent = _lib.SSL_write(conn._ssl, _ffi.from_buffer(data), len(data))
+        if sent <= 0:
+            # Retried through pyOpenSSL (as OpenSSL asks: same bytes again),
+            # which raises what the stock code expects.
+            try:
+                sent = conn.send(data)
+            except SSL.WantReadError:
+                self._bufferedWrite(data)  # type: ignore[no-untyped-call]
+                return
+            except SSL.Error:
+                self._tlsShutdownFinished(Failure())  # type: ignore[no-untyped-call]
+                return
+        self._flushSendBIO()
+        if sent < len(data):
+            super()._write(data[sent:])  # type: ignore[no-untyped-call]
 
 
 class DeviceTLSFactory(TLSMemoryBIOFactory):
