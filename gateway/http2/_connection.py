@@ -15,6 +15,7 @@ an opaque hashable key chosen by the caller.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -68,6 +69,8 @@ _CONNECTION_HEADERS = frozenset(
         b"te",
     }
 )
+
+_STATUS_RE = re.compile(rb"[1-9][0-9][0-9]")
 
 # Our own receive window for the whole connection: big enough that thousands
 # of small APNs responses never stall on WINDOW_UPDATE round trips.
@@ -230,11 +233,15 @@ class ClientConnection(Generic[K]):
             config=h2.config.H2Configuration(
                 client_side=True,
                 header_encoding=None,
-                validate_inbound_headers=True,
                 # _clean_headers already lower-cases and strips connection
                 # fields; h2's per-header checks cost more than the rest.
                 validate_outbound_headers=False,
                 normalize_outbound_headers=False,
+                # Of a response we read :status (checked in _on_response) and
+                # look a few fields up by lower-case name; h2's generic checks
+                # of every field (a generator chain per field) buy nothing more.
+                validate_inbound_headers=False,
+                normalize_inbound_headers=False,
             ),
         )
         self._settings_seen = False
@@ -444,14 +451,20 @@ class ClientConnection(Generic[K]):
         request = self._by_stream.get(event.stream_id)
         if request is None:
             return
-        status = 0
+        statuses: list[bytes] = []
         headers: list[Header] = []
         for name, value in event.headers or ():
             name_b, value_b = bytes(name), bytes(value)
             if name_b == b":status":
-                status = int(value_b)
+                statuses.append(value_b)
             elif not name_b.startswith(b":"):
                 headers.append((name_b, value_b))
+        if len(statuses) != 1 or not _STATUS_RE.fullmatch(statuses[0]):
+            # RFC 9113 8.3.2: exactly one :status, three digits; else malformed.
+            error = RemoteProtocolError(f"malformed response :status {statuses!r}")
+            self._abort(request, out, error, ErrorCodes.PROTOCOL_ERROR)
+            return
+        status = int(statuses[0])
         length = _content_length(headers)
         if length is not None and length > self._max_response_size:
             self._abort(request, out, self._too_large())
@@ -529,11 +542,15 @@ class ClientConnection(Generic[K]):
             out.append(CloseConnection(reason=None))
 
     def _abort(
-        self, request: _Request[K], out: list[ClientEvent[K]], error: H2ClientError
+        self,
+        request: _Request[K],
+        out: list[ClientEvent[K]],
+        error: H2ClientError,
+        code: int = ErrorCodes.CANCEL,
     ) -> None:
         self._by_stream.pop(request.stream_id, None)
         self._by_key.pop(request.key, None)
-        self._reset_quietly(request.stream_id, ErrorCodes.CANCEL)
+        self._reset_quietly(request.stream_id, code)
         out.append(RequestFailed(key=request.key, error=error, retry=False))
 
     def _too_large(self) -> ResponseTooLargeError:

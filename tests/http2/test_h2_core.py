@@ -204,6 +204,37 @@ def test_response_too_large_by_content_length() -> None:
     assert [(r.stream_id, r.error_code) for r in resets] == [(1, ErrorCodes.CANCEL)]
 
 
+@pytest.mark.parametrize(
+    "status_fields",
+    [[], [(b":status", b"2xx")], [(b":status", b"20")], [(b":status", b"200")] * 2],
+    ids=["missing", "not-digits", "two-digits", "twice"],
+)
+def test_malformed_status_fails_the_request_not_the_connection(
+    status_fields: list[tuple[bytes, bytes]],
+) -> None:
+    """A response without exactly one 3-digit :status is malformed (RFC 9113
+    8.3.2): that request fails, not retried, its stream is reset with
+    PROTOCOL_ERROR, and the connection carries on."""
+    client, server = pair()
+    server.config.validate_outbound_headers = False
+    server.config.normalize_outbound_headers = False
+    client.submit("a", GET)
+    to_server(client, server)
+    server.send_headers(1, [*status_fields, (b"apns-id", b"x")])
+    (failed,) = to_client(client, server)
+    assert isinstance(failed, RequestFailed) and failed.key == "a"
+    assert isinstance(failed.error, RemoteProtocolError) and not failed.retry
+    resets = [
+        e for e in to_server(client, server) if isinstance(e, h2.events.StreamReset)
+    ]
+    assert [(r.stream_id, r.error_code) for r in resets] == [
+        (1, ErrorCodes.PROTOCOL_ERROR)
+    ]
+    client.submit("b", GET)
+    respond(server, requests(to_server(client, server))[0])
+    assert ResponseComplete(key="b") in to_client(client, server)
+
+
 def test_response_too_large_by_data() -> None:
     """Body bytes beyond the cap fail the request after the headers were delivered."""
     client, server = pair(max_response_size=10)

@@ -11,10 +11,13 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+import pytest
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import INegotiated
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.web.client import URI
+from twisted.web.error import SchemeNotSupported
 from zope.interface import implementer
 
 from gateway.http2 import ConnectFailedError, H2Agent, NegotiationError
@@ -219,3 +222,60 @@ def test_late_handshake_after_failed_setup_is_ignored() -> None:
     proto.dataReceived(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
     assert len(failures) == 1
     assert transport.value() == b""
+
+
+class RecordingAgent(H2Agent):
+    """Agent that records what it would send instead of connecting."""
+
+    def __init__(self) -> None:
+        super().__init__(Clock(), ping_interval=None, request_timeout=None)  # type: ignore[arg-type]
+        self.sent: list[tuple[str, int, list[tuple[bytes, bytes]]]] = []
+
+    def _dispatch(self, exchange: Any, host: str, port: int) -> None:
+        self.sent.append((host, port, exchange.h2_headers))
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        b"https://api.push.apple.com/3/device/abc",
+        b"https://api.push.apple.com:443/3/device/abc",
+        b"https://127.0.0.1:8443/3/device/abc?x=1&y=%20",
+        b"https://api.push.apple.com",
+        b"https://api.push.apple.com?q=1",
+        b"https://api.push.apple.com/a#frag",
+        b"https://API.Push.Apple.com:2197/a/b;p?q",
+        b"https://[::1]:8443/x",
+    ],
+)
+def test_request_target_and_authority_as_urllib_parses_them(uri: bytes) -> None:
+    """Host, port, :authority and :path are what a full URI.fromBytes parse gives,
+    for the first request to an origin and for later (cached) ones."""
+    parsed = URI.fromBytes(uri)
+    port = parsed.port
+    expected = (
+        parsed.host.decode("idna"),
+        port,
+        [
+            (b":method", b"GET"),
+            (b":scheme", b"https"),
+            (
+                b":authority",
+                parsed.host if port == 443 else b"%s:%d" % (parsed.host, port),
+            ),
+            (b":path", parsed.originForm),
+        ],
+    )
+    agent = RecordingAgent()
+    agent.request(b"GET", uri)
+    agent.request(b"GET", uri)
+    assert agent.sent == [expected, expected]
+
+
+def test_plain_http_is_refused() -> None:
+    """The agent speaks HTTP/2 over TLS only."""
+    agent = RecordingAgent()
+    errors: list[Any] = []
+    agent.request(b"GET", b"http://api.push.apple.com/").addErrback(errors.append)
+    assert errors[0].check(SchemeNotSupported)
+    assert agent.sent == []
