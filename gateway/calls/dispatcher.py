@@ -77,6 +77,11 @@ def new_uuid4() -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
+# Ring timeouts and resume windows closer together than this share one
+# reactor wake-up: at most 10 ms late, at most a hundred wake-ups a second.
+DEADLINE_GAP_S = 0.01
+
+
 class LocalPushPath(Protocol):
     """What the dispatcher needs of the local-push hub."""
 
@@ -215,7 +220,7 @@ class Dispatcher:
         self._by_device: dict[str, set[str]] = {}
         # One entry per call: the ring timeout while it rings, then the end
         # of its resume window.
-        self._deadlines = Deadlines(clock, self._deadline)
+        self._deadlines = Deadlines(clock, self._deadline, gap=DEADLINE_GAP_S)
         self._callee_limit = SlidingWindowLimiter(
             settings.callee_push_limit, settings.callee_push_window_s
         )

@@ -7,8 +7,11 @@ cancelled, a stale heap entry in the reactor. ``Deadlines`` keeps one heap of
 ``(deadline, seq, key)`` entries with string keys (tuples of atoms, which the
 GC stops tracking) and arms a single reactor timer for the earliest one.
 Cancelling or moving a deadline only updates a dict: the old heap entry is
-skipped when it surfaces. Time comes from the injected clock, so
-``task.Clock`` drives it in tests.
+skipped when it surfaces. After a firing, the next one is at least ``gap``
+seconds later, so that deadlines close together (a thousand calls a second
+ending their resume windows) share one reactor wake-up; a deadline is then at
+most ``gap`` late. Time comes from the injected clock, so ``task.Clock``
+drives it in tests.
 """
 
 from __future__ import annotations
@@ -27,9 +30,13 @@ class Deadlines:
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, fire: Callable[[str], object]) -> None:
+    def __init__(
+        self, clock: IReactorTime, fire: Callable[[str], object], gap: float = 0.0
+    ) -> None:
         self._clock = clock
         self._fire = fire
+        self._gap = gap  # seconds between two firings, at least
+        self._not_before = 0.0
         self._due: dict[str, float] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
@@ -47,7 +54,7 @@ class Deadlines:
         self._due[key] = at
         self._seq += 1
         heapq.heappush(self._heap, (at, self._seq, key))
-        if self._timer is None or at < self._armed_at:
+        if self._needs_arm(at):
             self._arm(at)
 
     def cancel(self, key: str) -> None:
@@ -67,6 +74,7 @@ class Deadlines:
     def _arm(self, at: float) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
+        at = max(at, self._not_before)
         self._armed_at = at
         self._timer = self._clock.callLater(
             max(0.0, at - self._clock.seconds()), self._run
@@ -76,6 +84,7 @@ class Deadlines:
         self._timer = None
         heap, due = self._heap, self._due
         now = self._clock.seconds()
+        self._not_before = now + self._gap
         while heap and heap[0][0] <= now:
             at, _, key = heapq.heappop(heap)
             if due.get(key) == at:
@@ -88,9 +97,9 @@ class Deadlines:
         # (and not at all once nothing is due: no idle wake-ups).
         while heap and due.get(heap[0][2]) != heap[0][0]:
             heapq.heappop(heap)
-        if heap and (not self._armed() or heap[0][0] < self._armed_at):
+        if heap and self._needs_arm(heap[0][0]):
             self._arm(heap[0][0])
 
-    def _armed(self) -> bool:
-        # A method, so that type narrowing of _timer does not outlive fire().
-        return self._timer is not None
+    def _needs_arm(self, at: float) -> bool:
+        """No timer, or one armed later than ``at`` may fire."""
+        return self._timer is None or max(at, self._not_before) < self._armed_at

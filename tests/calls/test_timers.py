@@ -116,3 +116,24 @@ def test_stop_drops_everything() -> None:
     clock.advance(5)
     assert fired == [] and len(deadlines) == 0
     assert clock.getDelayedCalls() == []
+
+
+def test_gap_batches_close_deadlines_into_one_firing() -> None:
+    """With a gap, the first deadline fires on time and the ones close after
+    it wait for the gap to pass, then fire together (one DelayedCall)."""
+    clock = Clock()
+    fired: list[tuple[float, str]] = []
+    deadlines = Deadlines(
+        clock, lambda key: fired.append((clock.seconds(), key)), gap=0.01
+    )
+    for n in range(5):
+        deadlines.set(f"k{n}", 1.0 + n * 0.002)
+    deadlines.set("late", 2.0)
+    clock.advance(1.0)
+    assert fired == [(1.0, "k0")]
+    clock.advance(0.01)
+    assert [key for _, key in fired] == ["k0", "k1", "k2", "k3", "k4"]
+    assert fired[-1][0] == 1.01
+    clock.advance(0.99)
+    assert fired[-1] == (2.0, "late")
+    assert clock.getDelayedCalls() == []

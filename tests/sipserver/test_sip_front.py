@@ -423,3 +423,25 @@ def test_header_line_without_colon_gets_400(front: Front) -> None:
     [r] = front.responses()
     assert (r.status, r.reason) == (400, "Header line without colon")
     assert r.header("Call-ID") == "c1@test"
+
+
+def test_transaction_timers_share_one_lazy_reactor_timer(front: Front) -> None:
+    """Final responses over UDP are resent on Timer G (at most TIMER_GAP_S
+    late); an ACK stops them without cancelling the reactor timer, which
+    later fires, finds nothing due and is gone once no transaction is left."""
+    rejected = [f"z9hG4bK-{n}" for n in range(3)]
+    for n, branch in enumerate(rejected):
+        front.send(request("INVITE", "sip:nobody@example.com", branch=branch))
+        front.clock.advance(0.001 * (n + 1))
+    assert front.statuses() == [100, 404] * 3
+    assert len(front.clock.getDelayedCalls()) == 1
+    front.clock.advance(0.5)
+    assert front.statuses() == [404, 404, 404]
+    for branch in rejected:
+        to = front.udp.sent[-1][0].split(b"\r\nTo: ")[1].split(b"\r\n")[0].decode()
+        front.send(request("ACK", "sip:nobody@example.com", branch=branch, to=to))
+    assert len(front.clock.getDelayedCalls()) == 1
+    front.clock.advance(10)
+    assert front.responses() == []
+    assert len(front.server._layer) == 0  # Timer I ended them
+    assert front.clock.getDelayedCalls() == []
