@@ -537,6 +537,7 @@ def _phase(
         "over_20ms": sum(1 for v in latencies if v > 20),
         "max_ms": round(max(latencies), 2) if latencies else None,
         "server_cpu_share": round(cpu / seconds, 2),
+        "server_cpu_ms_per_request": round(1000 * cpu / max(1, len(latencies)), 3),
         "devices_cpu_share": round(devices_cpu / seconds, 2),
     }
 

@@ -90,6 +90,10 @@ def _template_re(template: str) -> re.Pattern[str]:
     return re.compile(f"^{out}$")
 
 
+# twisted.web keeps bodies shorter than this in memory, longer ones in a file.
+_IN_MEMORY = 100_000
+
+
 class _CappedRequest(Request):
     """Drops the body past the site's cap instead of buffering it."""
 
@@ -122,8 +126,12 @@ class _CappedRequest(Request):
         if length is not None and length > self._cap():
             self.too_large = True
             self.content = io.BytesIO()
-            return
-        super().gotLength(length)  # type: ignore[no-untyped-call]
+        elif length is not None and length < _IN_MEMORY:
+            # What twisted.web picks for a small body, minus its probe for
+            # Site.getContentFile (an AttributeError per request).
+            self.content = io.BytesIO()
+        else:
+            super().gotLength(length)  # type: ignore[no-untyped-call]
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.too_large:
