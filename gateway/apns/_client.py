@@ -61,6 +61,7 @@ TokenRejectedCallback = Callable[[str, str], object]
 
 _APNS_ID_RE = re.compile(r"[0-9A-Fa-f-]{1,64}")
 EXPIRED_PROVIDER_TOKEN = "ExpiredProviderToken"  # noqa: S105 - a reason, no secret
+_DEADLINE_EXCEEDED = Retryable("DeadlineExceeded")
 
 
 @attrs.define
@@ -271,9 +272,8 @@ class ApnsClient:
         """
         self.stats.pushes += 1
         if notification.deadline <= self._reactor.seconds():
-            late = Retryable("DeadlineExceeded")
-            self._record(notification, late)
-            return succeed(late)
+            self._record(notification, _DEADLINE_EXCEEDED)
+            return succeed(_DEADLINE_EXCEEDED)
         if self._closed:
             return succeed(self._overloaded(notification, Overloaded("closed")))
         settings = self._settings
@@ -448,7 +448,7 @@ class ApnsClient:
         url = self._url(notification)
         attempt = 0
         refreshed = False
-        outcome: Outcome = Retryable("DeadlineExceeded")
+        outcome: Outcome = _DEADLINE_EXCEEDED
         while True:
             remaining = notification.deadline - self._reactor.seconds()
             if remaining <= 0:

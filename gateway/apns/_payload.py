@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -68,8 +68,17 @@ def token_hint(device_token: str) -> str:
 
 
 def new_apns_id() -> str:
-    """A fresh ``apns-id``; one per push, kept across its retries."""
-    return str(uuid.uuid4())
+    """A fresh ``apns-id``; one per push, kept across its retries.
+
+    A random (version 4) UUID in its canonical form, made from the random
+    bytes directly: ``str(uuid.uuid4())`` costs twice as much through the
+    ``UUID`` object, on every push.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def topic_for(bundle_id: str, push_type: PushType) -> str:

@@ -381,7 +381,8 @@ class H2Agent:
             lower = name.lower()
             if lower == b"content-length":
                 continue  # recomputed from the body actually sent
-            h2_headers.extend((lower, value) for value in values)
+            for value in values:
+                h2_headers.append((lower, value))
         exchange = Exchange(
             clock=self.clock,
             request=H2ClientRequest(method, uri, headers),

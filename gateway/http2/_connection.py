@@ -244,7 +244,9 @@ class ClientConnection(Generic[K]):
                 normalize_inbound_headers=False,
             ),
         )
-        self._settings_seen = False
+        # One stream until the server's SETTINGS arrive (RFC 9113 3.4 leaves
+        # its limit unknown till then); kept here, not read from h2 per request.
+        self._stream_limit = 1
         self._usable = True
         self._closed = False
         self._goaway_last_stream: int | None = None
@@ -276,10 +278,7 @@ class ClientConnection(Generic[K]):
     @property
     def stream_limit(self) -> int:
         """How many streams may be open now: one until the server's SETTINGS."""
-        if not self._settings_seen:
-            return 1
-        remote = self._h2.remote_settings.max_concurrent_streams
-        return max(0, min(remote, self._max_streams_cap))
+        return self._stream_limit
 
     # -- actions ---------------------------------------------------------
 
@@ -436,8 +435,9 @@ class ClientConnection(Generic[K]):
         elif isinstance(event, h2.events.WindowUpdated):
             self._send_bodies()
         elif isinstance(event, h2.events.RemoteSettingsChanged):
-            self._settings_seen = True
-            out.append(SettingsReceived(max_concurrent_streams=self.stream_limit))
+            remote = self._h2.remote_settings.max_concurrent_streams
+            self._stream_limit = max(0, min(remote, self._max_streams_cap))
+            out.append(SettingsReceived(max_concurrent_streams=self._stream_limit))
             self._send_bodies()
         elif isinstance(event, h2.events.PingAckReceived):
             out.append(PingAcknowledged(opaque_data=bytes(event.ping_data or b"")))

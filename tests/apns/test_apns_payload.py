@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 from hypothesis import given
@@ -18,6 +19,7 @@ from gateway.apns import (
     expiration_at,
     message_payload,
     missed_call_payload,
+    new_apns_id,
     request_headers,
     token_hint,
     topic_for,
@@ -290,6 +292,15 @@ def test_alert_request_headers_without_token_auth() -> None:
     assert h[b"apns-priority"] == [b"10"]
     assert h[b"apns-expiration"] == [b"1700000005"]
     assert b"authorization" not in h
+
+
+def test_apns_id_is_a_canonical_random_uuid() -> None:
+    """apns-id is a version 4 UUID in canonical lower-case form."""
+    for _ in range(100):
+        apns_id = new_apns_id()
+        parsed = uuid.UUID(apns_id)
+        assert str(parsed) == apns_id
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
 
 
 def test_each_notification_gets_its_own_apns_id() -> None:
