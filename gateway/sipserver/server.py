@@ -203,11 +203,11 @@ class SipServer:
         deadline = self._layer.next_deadline()
         if deadline is None:
             return
+        at = max(deadline, self._not_before)
         if self._timer is not None:
-            if self._timer_at <= deadline:
+            if self._timer_at <= at:
                 return
             self._timer.cancel()
-        at = max(deadline, self._not_before)
         self._timer, self._timer_at = (
             self._clock.callLater(max(0.0, at - self._clock.seconds()), self._tick),
             at,

@@ -445,3 +445,30 @@ def test_transaction_timers_share_one_lazy_reactor_timer(front: Front) -> None:
     assert front.responses() == []
     assert len(front.server._layer) == 0  # Timer I ended them
     assert front.clock.getDelayedCalls() == []
+
+
+def test_deadlines_inside_the_gap_do_not_re_arm_the_reactor_timer(
+    front: Front,
+) -> None:
+    """Just after a firing, a deadline due within the gap waits for the armed
+    timer instead of cancelling and re-creating it (T1 = 1 ms here, so Timer
+    G of a second 404 falls inside the 10 ms gap)."""
+    server = SipServer(front.clock, TransactionLayer(TimerSettings(t1=0.001)), 65_535)
+    server.app = SipApplication(
+        front.clock,
+        dispatcher=front.dispatcher,
+        messenger=front.app._messenger,
+        registry=front.registry,
+        settings=front.app.settings,
+        responder=server,
+    )
+    server.udp = front.udp  # type: ignore[assignment]
+    nobody = "sip:nobody@example.com"
+    server.receive(request("INVITE", nobody, branch="z9hG4bK-a"), Transport.UDP, PEER)
+    front.clock.advance(0.001)  # Timer G fired: the next firing waits for the gap
+    (armed,) = front.clock.getDelayedCalls()
+    server.receive(request("INVITE", nobody, branch="z9hG4bK-b"), Transport.UDP, PEER)
+    assert front.clock.getDelayedCalls() == [armed]
+    assert front.statuses() == [100, 404, 404, 100, 404]
+    front.clock.advance(0.01)
+    assert front.statuses() == [404, 404]  # both resent at the gap's end
