@@ -4,6 +4,8 @@
         [--repeat 3] [--rate 2000] [--latency-duration 10] [--queued 100000]
         [--phases h2load,agent,apns,latency,memory] [--json FILE]
         [--write-docs] [--note TEXT]
+    .venv/bin/python bench/apns.py --phases cpu [--kinds agent,apns]
+        [--levels 100] [--pushes 3000] [--repeat 5] [--valgrind]
 
 Quick run: ``--duration 1 --repeat 1 --latency-duration 2 --queued 10000
 --levels 1,100`` (about 30 s; the full run takes about 4 minutes).
@@ -28,6 +30,13 @@ measured on its own:
   and, for comparison, bare ``H2Agent.request`` with a ``BytesProducer``.
   The client process logs JSON at level info to a file, as in production,
   and freezes its start-up heap (``gc.freeze()``) like ``Gateway.startService``.
+
+CPU per push (issue 5's measure of the client's cost, for before/after
+comparisons; not written to the docs): ``--phases cpu`` runs exactly
+``--pushes`` requests per client process and reports process CPU time per
+request (min and median of ``--repeat`` interleaved runs); ``--valgrind``
+adds callgrind instruction counts per request, which stay put on a busy box
+where CPU times drift by 20%.
 
 Phases: closed-loop rate at each ``--levels`` concurrency (``max_in_flight`` =
 concurrency, one connection) for ``--duration`` s after ``--warmup`` s, with
@@ -272,45 +281,76 @@ def _freeze() -> None:
     gc.freeze()
 
 
+class _ClosedLoop:
+    """Keeps ``level`` requests outstanding, up to ``limit`` in all if given."""
+
+    def __init__(
+        self, send: Callable[[], Any], level: int, limit: int | None = None
+    ) -> None:
+        from twisted.internet.defer import Deferred
+
+        self._send = send
+        self._level = level
+        self._limit = limit
+        self.started = self.done = self.bad = self.outstanding = 0
+        self.running = True
+        self.finished: Deferred[None] = Deferred()
+
+    def start(self) -> None:
+        for _ in range(
+            self._level if self._limit is None else min(self._level, self._limit)
+        ):
+            self._one()
+
+    def stop(self) -> Any:
+        """Send no more; the Deferred fires once the outstanding ones end."""
+        self.running = False
+        if self.outstanding == 0 and not self.finished.called:
+            self.finished.callback(None)
+        return self.finished
+
+    def _one(self) -> None:
+        self.outstanding += 1
+        self.started += 1
+        self._send().addBoth(self._completed)
+
+    def _completed(self, result: object) -> None:
+        self.outstanding -= 1
+        self.done += 1
+        if result != 200:
+            self.bad += 1
+        if self._limit is not None and self.started >= self._limit:
+            self.running = False
+        if self.running:
+            self._one()
+        elif self.outstanding == 0 and not self.finished.called:
+            self.finished.callback(None)
+
+
+async def _connected_sender(c: _Client, kind: str, level: int) -> Callable[[], Any]:
+    """The sender for ``kind``, after one request (connect, TLS, SETTINGS)."""
+    if kind == "agent":
+        send = c.raw_sender()
+    else:
+        send = c.apns_sender(c.apns(max_in_flight=level, max_queued=level))
+    await send()
+    _freeze()
+    return send
+
+
 def child_rate(args: argparse.Namespace) -> int:
     """Closed loop: keep ``--level`` requests outstanding; count completions."""
     c = _Client(args)
     level = args.level
 
     async def main() -> None:
-        from twisted.internet.defer import Deferred
-
-        if args.kind == "agent":
-            send = c.raw_sender()
-        else:
-            send = c.apns_sender(c.apns(max_in_flight=level, max_queued=level))
-        await send()  # connect, TLS, SETTINGS
-        _freeze()
-        state = {"done": 0, "bad": 0, "running": True}
-        finished: Deferred[None] = Deferred()
-        outstanding = [0]
-
-        def one() -> None:
-            outstanding[0] += 1
-            send().addBoth(completed)
-
-        def completed(result: object) -> None:
-            outstanding[0] -= 1
-            state["done"] += 1
-            if result != 200:
-                state["bad"] += 1
-            if state["running"]:
-                one()
-            elif outstanding[0] == 0 and not finished.called:
-                finished.callback(None)
-
-        for _ in range(level):
-            one()
+        loop = _ClosedLoop(await _connected_sender(c, args.kind, level), level)
+        loop.start()
         await _sleep(c.reactor, args.warmup)
         emit({"mark": "start"})
-        done0, cpu0, t0 = state["done"], self_cpu(), time.perf_counter()
+        done0, cpu0, t0 = loop.done, self_cpu(), time.perf_counter()
         await _sleep(c.reactor, args.duration)
-        done1, cpu1, t1 = state["done"], self_cpu(), time.perf_counter()
+        done1, cpu1, t1 = loop.done, self_cpu(), time.perf_counter()
         emit(
             {
                 "result": {
@@ -319,13 +359,44 @@ def child_rate(args: argparse.Namespace) -> int:
                     "done": done1 - done0,
                     "wall": t1 - t0,
                     "cpu": cpu1 - cpu0,
-                    "bad": state["bad"],
+                    "bad": loop.bad,
                     "rss_kib": rss_kib(),
                 }
             }
         )
-        state["running"] = False
-        await finished
+        await loop.stop()
+
+    return c.run(main)
+
+
+def child_count(args: argparse.Namespace) -> int:
+    """Closed loop of exactly ``--pushes`` requests at ``--level``; their CPU.
+
+    A fixed amount of work, so that two runs under callgrind with different
+    counts differ by the requests alone.
+    """
+    c = _Client(args)
+
+    async def main() -> None:
+        send = await _connected_sender(c, args.kind, args.level)
+        loop = _ClosedLoop(send, args.level, limit=args.pushes)
+        emit({"mark": "start"})
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        loop.start()
+        await loop.finished
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+        emit(
+            {
+                "result": {
+                    "kind": args.kind,
+                    "level": args.level,
+                    "done": loop.done,
+                    "cpu": cpu,
+                    "wall": wall,
+                    "bad": loop.bad,
+                }
+            }
+        )
 
     return c.run(main)
 
@@ -638,9 +709,11 @@ def run_child(
     extra: list[str],
     server: Any,
     started: list[subprocess.Popen[Any]],
+    wrapper: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """One client process; the server's CPU is sampled at its start/result marks."""
     cmd = [
+        *wrapper,
         args.python,
         str(Path(__file__).resolve()),
         "--child",
@@ -730,6 +803,81 @@ def rate_phase(
     return out
 
 
+def cpu_phase(
+    args: argparse.Namespace, kinds: list[str], server: Any, started: list[Any]
+) -> dict[str, dict[int, dict[str, Any]]]:
+    """Client CPU per request over exactly ``--pushes`` requests (closed loop),
+    ``--repeat`` interleaved rounds; min and median. With ``--valgrind`` also
+    callgrind instructions per request: the difference between a run of
+    ``--pushes`` and one of a fifth as many, divided by the difference in
+    requests (start-up and connection set-up cancel out; stable on a busy box).
+    """
+    runs: dict[str, dict[int, list[float]]] = {k: {} for k in kinds}
+    for _ in range(args.repeat):
+        for kind in kinds:
+            for level in args.levels:
+                r = run_child(
+                    args,
+                    "count",
+                    _count_args(kind, level, args.pushes),
+                    server,
+                    started,
+                )
+                us = r["cpu"] / r["done"] * 1e6
+                runs[kind].setdefault(level, []).append(us)
+                print(
+                    f"{kind:<8} m={level:<5} {r['done']:,} requests: {us:,.0f} us CPU"
+                    f" each ({r['done'] / r['wall']:,.0f}/s) bad {r['bad']}",
+                    flush=True,
+                )
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for kind, levels in runs.items():
+        for level, values in levels.items():
+            m: dict[str, Any] = {
+                "min_us": min(values),
+                "median_us": statistics.median(values),
+            }
+            line = (
+                f"{kind:<8} m={level:<5} CPU per request: min {m['min_us']:,.0f} us,"
+                f" median {m['median_us']:,.0f} us"
+            )
+            if args.valgrind:
+                m["instructions"] = callgrind_per_request(
+                    args, kind, level, server, started
+                )
+                line += f"; {m['instructions']:,.0f} instructions"
+            out.setdefault(kind, {})[level] = m
+            print(line, flush=True)
+    return out
+
+
+def _count_args(kind: str, level: int, pushes: int) -> list[str]:
+    return [f"--kind={kind}", f"--level={level}", f"--pushes={pushes}"]
+
+
+def callgrind_per_request(
+    args: argparse.Namespace, kind: str, level: int, server: Any, started: list[Any]
+) -> float:
+    """Instructions per request: two callgrind runs, ``--pushes`` and a fifth."""
+    small = max(level, args.pushes // 5)
+    if small >= args.pushes:
+        raise ValueError("--valgrind needs --pushes above the level")
+    totals: list[int] = []
+    for n in (small, args.pushes):
+        out = args.work / f"callgrind.{kind}.{level}.{n}.out"
+        valgrind = ("valgrind", "-q", "--tool=callgrind", f"--callgrind-out-file={out}")
+        run_child(args, "count", _count_args(kind, level, n), server, started, valgrind)
+        totals.append(_callgrind_total(out))
+    return (totals[1] - totals[0]) / (args.pushes - small)
+
+
+def _callgrind_total(path: Path) -> int:
+    for line in path.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in {path}")
+
+
 def notification_cost(count: int = 20_000) -> float:
     """Seconds to build one ``voip_notification`` (part of each push's cost)."""
     from gateway.apns import Environment, voip_notification
@@ -791,6 +939,10 @@ def run(args: argparse.Namespace) -> int:
         kinds = [k for k in ("agent", "apns") if k in args.phases]
         if kinds:
             summary.update(rate_phase(args, kinds, server, ps))
+        if "cpu" in args.phases:
+            summary["cpu"] = cpu_phase(
+                args, [k for k in ("agent", "apns") if k in args.kinds], server, ps
+            )
         if "latency" in args.phases:
             rates = [int(args.rate)]
             best = max((r["rate"] for r in summary.get("apns", {}).values()), default=0)
@@ -982,7 +1134,9 @@ def write_docs(text: str) -> Path:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
-        "--child", choices=["rate", "latency", "memory"], help=argparse.SUPPRESS
+        "--child",
+        choices=["rate", "count", "latency", "memory"],
+        help=argparse.SUPPRESS,
     )
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -995,7 +1149,22 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=2000.0, help="paced pushes/s")
     p.add_argument("--latency-duration", type=float, default=10.0)
     p.add_argument("--queued", type=int, default=100_000)
-    p.add_argument("--phases", default="h2load,agent,apns,latency,memory")
+    p.add_argument(
+        "--phases",
+        default="h2load,agent,apns,latency,memory",
+        help="any of h2load,agent,apns,latency,memory,cpu (cpu: not in the docs)",
+    )
+    p.add_argument(
+        "--kinds", default="agent,apns", help="clients measured by the cpu phase"
+    )
+    p.add_argument(
+        "--pushes", type=int, default=3000, help="requests per cpu-phase run"
+    )
+    p.add_argument(
+        "--valgrind",
+        action="store_true",
+        help="cpu phase: also callgrind instructions per request (minutes)",
+    )
     p.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)
     p.add_argument("--json", type=Path, help="write the raw figures here")
     p.add_argument("--write-docs", action="store_true")
@@ -1004,6 +1173,8 @@ def main() -> int:
     args.argv = sys.argv[1:]
     if args.child == "rate":
         return child_rate(args)
+    if args.child == "count":
+        return child_count(args)
     if args.child == "latency":
         return child_latency(args)
     if args.child == "memory":
@@ -1018,6 +1189,9 @@ def main() -> int:
     if not 1 <= args.repeat <= 10:
         p.error("--repeat 1..10")
     args.phases = set(args.phases.split(","))
+    args.kinds = set(args.kinds.split(","))
+    if not 10 <= args.pushes <= 1_000_000:
+        p.error("--pushes 10..1000000")
     return run(args)
 
 
