@@ -38,6 +38,7 @@ from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import Interface, implementer
 
 from gateway.http2._body import BytesProducer
+from gateway.http2._connection import CONNECTION_HEADERS
 from gateway.http2._errors import (
     AgentClosedError,
     ConnectFailedError,
@@ -57,6 +58,9 @@ class H2AgentReactor(IReactorTCP, IReactorTime, Interface):
 
 
 _MAX_ORIGINS = 256
+# Request fields not sent as given: connection-specific ones (RFC 9113 8.2.2)
+# and content-length (recomputed from the body actually sent).
+_NOT_FORWARDED = CONNECTION_HEADERS | {b"content-length"}
 
 
 @attrs.frozen
@@ -377,10 +381,13 @@ class H2Agent:
             (b":authority", origin.authority),
             (b":path", path),
         ]
+        # Built clean for ClientConnection.submit(clean=True): lower-case
+        # names after the pseudo-header fields (Headers allows no ":" names),
+        # no connection-specific ones.
         for name, values in headers.getAllRawHeaders():
             lower = name.lower()
-            if lower == b"content-length":
-                continue  # recomputed from the body actually sent
+            if lower in _NOT_FORWARDED:
+                continue
             for value in values:
                 h2_headers.append((lower, value))
         exchange = Exchange(

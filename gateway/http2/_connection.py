@@ -58,7 +58,7 @@ K = TypeVar("K", bound=Hashable)
 Header = tuple[bytes, bytes]
 
 # RFC 9113 8.2.2: connection-specific fields must not appear in HTTP/2.
-_CONNECTION_HEADERS = frozenset(
+CONNECTION_HEADERS = frozenset(
     {
         b"connection",
         b"host",
@@ -199,7 +199,7 @@ class _Request(Generic[K]):
     """A request waiting for, or owning, a stream."""
 
     key: K
-    headers: list[Header]
+    headers: Sequence[Header]
     body: bytes
     stream_id: int = 0
     sent: int = 0  # body bytes handed to h2 so far
@@ -295,8 +295,20 @@ class ClientConnection(Generic[K]):
         self._h2.initiate_connection()
         self._h2.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
 
-    def submit(self, key: K, headers: Sequence[Header], body: bytes = b"") -> None:
+    def submit(
+        self,
+        key: K,
+        headers: Sequence[Header],
+        body: bytes = b"",
+        *,
+        clean: bool = False,
+    ) -> None:
         """Start ``key`` on a stream now, or queue it until one is free.
+
+        Header names are lower-cased, pseudo-header fields put first and
+        connection-specific fields dropped (RFC 9113 8.2), unless ``clean``
+        says the caller built them so (the agent does, in the one pass it
+        makes over them anyway).
 
         Raises :class:`QueueFullError` when the queue is at its bound and
         :class:`ConnectionLostError` when the connection takes no new requests.
@@ -311,7 +323,11 @@ class ClientConnection(Generic[K]):
             raise QueueFullError(
                 f"{self._max_queued} requests already wait for an HTTP/2 stream"
             )
-        request = _Request(key=key, headers=_clean_headers(headers), body=body)
+        request = _Request(
+            key=key,
+            headers=headers if clean else _clean_headers(headers),
+            body=body,
+        )
         self._by_key[key] = request
         self._queue.append(request)
         self._start_queued()
@@ -645,7 +661,7 @@ def _clean_headers(headers: Sequence[Header]) -> list[Header]:
         lower = name.lower()
         if lower.startswith(b":"):
             pseudo.append((lower, value))
-        elif lower not in _CONNECTION_HEADERS:
+        elif lower not in CONNECTION_HEADERS:
             regular.append((lower, value))
     return pseudo + regular
 

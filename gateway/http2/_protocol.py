@@ -174,7 +174,7 @@ class H2ClientProtocol(TwistedProtocol):
 
     def submit(self, exchange: Exchange) -> None:
         """Start ``exchange`` here; may raise ``QueueFullError``."""
-        self._core.submit(exchange, exchange.h2_headers, exchange.body)
+        self._core.submit(exchange, exchange.h2_headers, exchange.body, clean=True)
         exchange.protocol = self
         self._cancel_idle()
         self._flush()

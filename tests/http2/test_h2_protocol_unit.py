@@ -18,6 +18,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.client import URI
 from twisted.web.error import SchemeNotSupported
+from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from gateway.http2 import ConnectFailedError, H2Agent, NegotiationError
@@ -279,3 +280,30 @@ def test_plain_http_is_refused() -> None:
     agent.request(b"GET", b"http://api.push.apple.com/").addErrback(errors.append)
     assert errors[0].check(SchemeNotSupported)
     assert agent.sent == []
+
+
+def test_request_fields_lower_cased_and_connection_fields_dropped() -> None:
+    """Caller headers follow the pseudo-header fields, lower-cased; host,
+    connection-specific fields, and content-length are not sent (RFC 9113 8.2.2, 8.3)."""
+    agent = RecordingAgent()
+    headers = Headers(
+        {
+            b"Host": [b"evil.example"],
+            b"Connection": [b"keep-alive"],
+            b"Transfer-Encoding": [b"chunked"],
+            b"Content-Length": [b"99"],
+            b"APNs-Topic": [b"com.example.phone.voip"],
+            b"X-Two": [b"a", b"b"],
+        }
+    )
+    agent.request(b"POST", b"https://api.push.apple.com/3/device/abc", headers)
+    ((_, _, sent),) = agent.sent
+    assert sent == [
+        (b":method", b"POST"),
+        (b":scheme", b"https"),
+        (b":authority", b"api.push.apple.com"),
+        (b":path", b"/3/device/abc"),
+        (b"apns-topic", b"com.example.phone.voip"),
+        (b"x-two", b"a"),
+        (b"x-two", b"b"),
+    ]
