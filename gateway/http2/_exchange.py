@@ -83,19 +83,19 @@ class Exchange:
         """The body ended cleanly."""
         if self._done:
             return
-        self._finish()
-        if self.response is not None:
-            self.response.end()
+        response = self._finish()
+        if response is not None:
+            response.end()
 
     def fail(self, error: BaseException) -> None:
         """End with ``error``: on the Deferred, or on the body if headers came."""
         if self._done:
             return
-        self._finish()
-        if self.response is None:
+        response = self._finish()
+        if response is None:
             self.deferred.errback(error)
         else:
-            self.response.end(error)
+            response.end(error)
 
     # -- giving up ------------------------------------------------------------
 
@@ -130,8 +130,16 @@ class Exchange:
             RequestTimeoutError(f"no complete response within {timeout} seconds")
         )
 
-    def _finish(self) -> None:
+    def _finish(self) -> H2Response | None:
+        """Done: stop the timer and let go of the response, which is returned.
+
+        The response points back here (its body's stop callback), so keeping
+        it would leave a reference cycle per request for the garbage
+        collector, which then runs several times as often.
+        """
         self._done = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        response, self.response = self.response, None
+        return response
