@@ -29,7 +29,9 @@ measured on its own:
   ``H2Agent``; the notification is built per push, as the dispatcher does)
   and, for comparison, bare ``H2Agent.request`` with a ``BytesProducer``.
   The client process logs JSON at level info to a file, as in production,
-  and freezes its start-up heap (``gc.freeze()``) like ``Gateway.startService``.
+  and runs the gateway's collector policy (``gateway.gcpolicy`` with the
+  default ``[gc]`` settings: start-up heap frozen, generation-0 threshold
+  10,000, survivors frozen every second) like ``Gateway.startService``.
 
 CPU per push (issue 5's measure of the client's cost, for before/after
 comparisons; not written to the docs): ``--phases cpu`` runs exactly
@@ -276,9 +278,12 @@ def _sleep(reactor: Any, seconds: float) -> Any:
     return deferLater(reactor, seconds)
 
 
-def _freeze() -> None:
-    gc.collect()
-    gc.freeze()
+def _gc_policy(reactor: Any) -> None:
+    """The gateway's collector policy, as ``Gateway.startService`` applies it."""
+    from gateway.config import GcConfig
+    from gateway.gcpolicy import GcPolicy
+
+    GcPolicy(reactor, GcConfig()).startService()
 
 
 class _ClosedLoop:
@@ -334,7 +339,7 @@ async def _connected_sender(c: _Client, kind: str, level: int) -> Callable[[], A
     else:
         send = c.apns_sender(c.apns(max_in_flight=level, max_queued=level))
     await send()
-    _freeze()
+    _gc_policy(c.reactor)
     return send
 
 
@@ -412,7 +417,7 @@ def child_latency(args: argparse.Namespace) -> int:
 
         client = c.apns(max_in_flight=1000, max_queued=100_000)
         await client.push(c.notification())
-        _freeze()
+        _gc_policy(c.reactor)
         rate, warmup, duration = args.rate, args.warmup, args.duration
         total = int(rate * (warmup + duration))
         latencies: list[float] = []
@@ -1031,7 +1036,9 @@ def section(args: argparse.Namespace, s: dict[str, Any]) -> str:
         " process per measurement; one connection; `ApnsClient.push` (treq over"
         " `H2Agent`, `max_in_flight` = streams, a fresh `voip_notification` per"
         " push) and bare `H2Agent.request` (same headers, `BytesProducer`);"
-        " JSON logs at level info to a file; heap frozen after start-up."
+        " JSON logs at level info to a file; the gateway's GC policy"
+        " (`gateway.gcpolicy`, default `[gc]`: start-up heap frozen,"
+        " generation-0 threshold 10,000)."
         f" Closed loop, {args.duration:g} s measured after {args.warmup:g} s"
         f" warm-up; our figures are medians of {args.repeat} interleaved rounds"
         " (range in brackets), h2load's are single runs.",
