@@ -25,9 +25,11 @@ __all__ = [
     "LocalPushError",
     "RemoteProtocolError",
     "encode_frame",
+    "encode_ping",
     "encode_pong",
     "format_time",
     "simple_ping_id",
+    "simple_pong_id",
 ]
 
 HEADER_SIZE = 4
@@ -176,22 +178,43 @@ def encode_frame(obj: Mapping[str, Any], max_frame: int) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-# The ping as clients send it, in either member order, JSON whitespace allowed:
-# ``{"type":"ping","id":"<id>"}`` with an id of at most 256 printable ASCII
-# characters other than ``"`` and ``\``, which JSON takes verbatim (no escape
-# to undo, nothing for ``_has_bad_strings`` to find) and ``encode_frame``
-# writes back verbatim. Every other ping takes the full decode.
+# The ping as clients send it (and the pong the simulator gets back), in either
+# member order, JSON whitespace allowed: ``{"type":"ping","id":"<id>"}`` with an
+# id of at most 256 printable ASCII characters other than ``"`` and ``\``, which
+# JSON takes verbatim (no escape to undo, nothing for ``_has_bad_strings`` to
+# find) and ``encode_frame`` writes back verbatim. Every other one takes the
+# full decode.
 _WS = rb"[ \t\n\r]*"
 _ID = rb'"([\x20\x21\x23-\x5b\x5d-\x7e]{0,256})"'
-_TYPE = rb'"type"' + _WS + rb":" + _WS + rb'"ping"'
-_PING_RE = re.compile(
-    rb"\{" + _WS + _TYPE + _WS + rb"," + _WS + rb'"id"' + _WS + rb":" + _WS + _ID
-    + _WS + rb"\}"
-    + rb"|\{" + _WS + rb'"id"' + _WS + rb":" + _WS + _ID + _WS + rb"," + _WS + _TYPE
-    + _WS + rb"\}"
-)  # fmt: skip
+
+
+def _heartbeat_re(frame_type: bytes) -> re.Pattern[bytes]:
+    kind = rb'"type"' + _WS + rb":" + _WS + rb'"' + frame_type + rb'"'
+    ident = rb'"id"' + _WS + rb":" + _WS + _ID
+    return re.compile(
+        rb"\{" + _WS + kind + _WS + rb"," + _WS + ident + _WS + rb"\}"
+        + rb"|\{" + _WS + ident + _WS + rb"," + _WS + kind + _WS + rb"\}"
+    )  # fmt: skip
+
+
+_PING_RE = _heartbeat_re(b"ping")
+_PONG_RE = _heartbeat_re(b"pong")
+_PING_HEAD = b'{"type":"ping","id":"'
 _PONG_HEAD = b'{"type":"pong","id":"'
-_PONG_TAIL = b'"}'
+_ID_TAIL = b'"}'
+
+
+def _simple_id(pattern: re.Pattern[bytes], data: bytes, max_frame: int) -> bytes | None:
+    if len(data) <= HEADER_SIZE:
+        return None
+    (length,) = _HEADER.unpack_from(data)
+    if length != len(data) - HEADER_SIZE or length > max_frame:
+        return None
+    m = pattern.fullmatch(data, HEADER_SIZE)
+    if m is None:
+        return None
+    frame_id: bytes = m[1] if m[1] is not None else m[2]
+    return frame_id
 
 
 def simple_ping_id(data: bytes, max_frame: int) -> bytes | None:
@@ -201,16 +224,12 @@ def simple_ping_id(data: bytes, max_frame: int) -> bytes | None:
     every ``heartbeat_s``: None means "decode ``data`` the usual way" (also for
     every malformed input, which the full decode then refuses with its code).
     """
-    if len(data) <= HEADER_SIZE:
-        return None
-    (length,) = _HEADER.unpack_from(data)
-    if length != len(data) - HEADER_SIZE or length > max_frame:
-        return None
-    m = _PING_RE.fullmatch(data, HEADER_SIZE)
-    if m is None:
-        return None
-    ping_id: bytes = m[1] if m[1] is not None else m[2]
-    return ping_id
+    return _simple_id(_PING_RE, data, max_frame)
+
+
+def simple_pong_id(data: bytes, max_frame: int) -> bytes | None:
+    """``simple_ping_id`` for a pong (what a client gets for its ping)."""
+    return _simple_id(_PONG_RE, data, max_frame)
 
 
 def encode_pong(ping_id: bytes) -> bytes:
@@ -218,8 +237,22 @@ def encode_pong(ping_id: bytes) -> bytes:
 
     Never longer than the ping it answers, so within ``max_frame``.
     """
-    size = len(_PONG_HEAD) + len(ping_id) + len(_PONG_TAIL)
-    return _HEADER.pack(size) + _PONG_HEAD + ping_id + _PONG_TAIL
+    return (
+        _HEADER.pack(len(_PONG_HEAD) + len(ping_id) + 2)
+        + _PONG_HEAD
+        + ping_id
+        + _ID_TAIL
+    )
+
+
+def encode_ping(ping_id: bytes) -> bytes:
+    """``encode_frame({"type": "ping", "id": id})`` for an id of the simple kind."""
+    return (
+        _HEADER.pack(len(_PING_HEAD) + len(ping_id) + 2)
+        + _PING_HEAD
+        + ping_id
+        + _ID_TAIL
+    )
 
 
 def format_time(t: float) -> str:

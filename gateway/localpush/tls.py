@@ -210,6 +210,7 @@ class DeviceTLSProtocol(TLSMemoryBIOProtocol):
 
 
 class DeviceTLSFactory(TLSMemoryBIOFactory):
-    """Server-side TLS wrapping that builds ``DeviceTLSProtocol``."""
+    """TLS wrapping that builds ``DeviceTLSProtocol``: the device server, and
+    the simulated devices' side of it (``isClient``)."""
 
     protocol = DeviceTLSProtocol

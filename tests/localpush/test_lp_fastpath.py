@@ -19,8 +19,10 @@ from gateway.localpush.codec import (
     FrameDecoder,
     RemoteProtocolError,
     encode_frame,
+    encode_ping,
     encode_pong,
     simple_ping_id,
+    simple_pong_id,
 )
 from gateway.localpush.session import DeviceSession, SessionSettings, State
 
@@ -123,9 +125,14 @@ _ID_ALPHABET = st.characters(
 @settings(max_examples=300, deadline=None)
 @given(st.text(_ID_ALPHABET, max_size=256))
 def test_encode_pong_is_encode_frame(ping_id: str) -> None:
-    """encode_pong writes the very bytes encode_frame writes for that pong."""
-    expected = encode_frame({"type": "pong", "id": ping_id}, MAX)
-    assert encode_pong(ping_id.encode()) == expected
+    """encode_pong and encode_ping write the very bytes encode_frame writes;
+    the matchers read the id back, each only for its own type."""
+    pong = encode_pong(ping_id.encode())
+    assert pong == encode_frame({"type": "pong", "id": ping_id}, MAX)
+    ping = encode_ping(ping_id.encode())
+    assert ping == encode_frame({"type": "ping", "id": ping_id}, MAX)
+    assert simple_pong_id(pong, MAX) == simple_ping_id(ping, MAX) == ping_id.encode()
+    assert simple_ping_id(pong, MAX) is None and simple_pong_id(ping, MAX) is None
 
 
 _ws = st.text(" \t\r\n", max_size=2)

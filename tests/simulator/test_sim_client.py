@@ -252,3 +252,34 @@ def test_behaviour_validation() -> None:
 def test_token_not_in_repr() -> None:
     """The device token never shows in a repr (and so not in logs)."""
     assert "header.claims.sig" not in repr(CREDS)
+
+
+@pytest.mark.parametrize(
+    "pong",
+    [
+        {"type": "pong", "id": "p-1"},
+        {"id": "p-7", "type": "pong"},
+        {"type": "pong", "id": "x" * 257},
+        {"type": "pong"},
+        {"type": "pong", "id": "é"},
+    ],
+)
+def test_pong_fast_path_matches_full_decode(pong: dict[str, object]) -> None:
+    """A pong fed whole (fast path when simple) yields the same events as the
+    same pong fed in two pieces (always the full decode)."""
+    fast, slow = open_session(), open_session()
+    data = wire(pong)
+    fast_events = fast.receive_data(data, 10.0)
+    slow_events = slow.receive_data(data[:3], 10.0) + slow.receive_data(data[3:], 10.0)
+    assert fast_events == slow_events
+    assert [type(e) for e in fast_events] == [FrameReceived]
+    assert fast.data_to_send() == slow.data_to_send() == b""
+
+
+def test_ping_bytes_as_encode_frame() -> None:
+    """The pre-built ping is what encode_frame writes for it."""
+    from gateway.localpush.codec import encode_frame
+
+    session = open_session()
+    session.tick(30.0)  # heartbeat_s of welcome()
+    assert session.data_to_send() == encode_frame({"type": "ping", "id": "p-1"}, 64)
