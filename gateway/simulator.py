@@ -59,7 +59,7 @@ from gateway.localpush.codec import (
     RemoteProtocolError,
     encode_frame,
     encode_ping,
-    simple_pong_id,
+    simple_frame,
 )
 from gateway.localpush.timers import SessionTimers
 
@@ -360,11 +360,11 @@ class ClientSession:
         if self._state is _State.CLOSED:
             return []
         if not self._decoder.buffered:
-            pong_id = simple_pong_id(data, _CLIENT_MAX_FRAME)
-            if pong_id is not None:
+            simple = simple_frame(data, _CLIENT_MAX_FRAME)
+            if simple is not None and simple[0] == b"pong":
                 # The answer to our ping, without the JSON decode: the same
                 # Frame the decoder would have made (pongs need nothing else).
-                body = {"type": "pong", "id": pong_id.decode("ascii")}
+                body = {"type": "pong", "id": simple[1].decode("ascii")}
                 return [FrameReceived(frame=Frame(type="pong", body=body))]
         fault: RemoteProtocolError | None = None
         try:

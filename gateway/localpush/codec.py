@@ -28,8 +28,7 @@ __all__ = [
     "encode_ping",
     "encode_pong",
     "format_time",
-    "simple_ping_id",
-    "simple_pong_id",
+    "simple_frame",
 ]
 
 HEADER_SIZE = 4
@@ -178,62 +177,46 @@ def encode_frame(obj: Mapping[str, Any], max_frame: int) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-# The ping as clients send it (and the pong the simulator gets back), in either
-# member order, JSON whitespace allowed: ``{"type":"ping","id":"<id>"}`` with an
-# id of at most 256 printable ASCII characters other than ``"`` and ``\``, which
-# JSON takes verbatim (no escape to undo, nothing for ``_has_bad_strings`` to
-# find) and ``encode_frame`` writes back verbatim. Every other one takes the
-# full decode.
+# The frames every session sends most, as clients write them: ping, pong and
+# ack, ``{"type":"<type>","id":"<id>"}`` in either member order, JSON whitespace
+# allowed, with an id of at most 256 printable ASCII characters other than
+# ``"`` and ``\``, which JSON takes verbatim (no escape to undo, nothing for
+# ``_has_bad_strings`` to find) and ``encode_frame`` writes back verbatim.
+# Everything else takes the full decode.
 _WS = rb"[ \t\n\r]*"
-_ID = rb'"([\x20\x21\x23-\x5b\x5d-\x7e]{0,256})"'
-
-
-def _heartbeat_re(frame_type: bytes) -> re.Pattern[bytes]:
-    kind = rb'"type"' + _WS + rb":" + _WS + rb'"' + frame_type + rb'"'
-    ident = rb'"id"' + _WS + rb":" + _WS + _ID
-    return re.compile(
-        rb"\{" + _WS + kind + _WS + rb"," + _WS + ident + _WS + rb"\}"
-        + rb"|\{" + _WS + ident + _WS + rb"," + _WS + kind + _WS + rb"\}"
-    )  # fmt: skip
-
-
-_PING_RE = _heartbeat_re(b"ping")
-_PONG_RE = _heartbeat_re(b"pong")
+_TYPE = rb'"type"' + _WS + rb":" + _WS + rb'"(ping|pong|ack)"'
+_ID = rb'"id"' + _WS + rb":" + _WS + rb'"([\x20\x21\x23-\x5b\x5d-\x7e]{0,256})"'
+_SIMPLE_RE = re.compile(
+    rb"\{" + _WS + _TYPE + _WS + rb"," + _WS + _ID + _WS + rb"\}"
+    + rb"|\{" + _WS + _ID + _WS + rb"," + _WS + _TYPE + _WS + rb"\}"
+)  # fmt: skip
 _PING_HEAD = b'{"type":"ping","id":"'
 _PONG_HEAD = b'{"type":"pong","id":"'
 _ID_TAIL = b'"}'
 
 
-def _simple_id(pattern: re.Pattern[bytes], data: bytes, max_frame: int) -> bytes | None:
+def simple_frame(data: bytes, max_frame: int) -> tuple[bytes, bytes] | None:
+    """``(type, id)`` when ``data`` is exactly one simple ping, pong or ack.
+
+    A cheap check before the full decode for the frames every session sends
+    all the time: None means "decode ``data`` the usual way" (also for every
+    malformed input, which the full decode then refuses with its code).
+    """
     if len(data) <= HEADER_SIZE:
         return None
     (length,) = _HEADER.unpack_from(data)
     if length != len(data) - HEADER_SIZE or length > max_frame:
         return None
-    m = pattern.fullmatch(data, HEADER_SIZE)
+    m = _SIMPLE_RE.fullmatch(data, HEADER_SIZE)
     if m is None:
         return None
-    frame_id: bytes = m[1] if m[1] is not None else m[2]
-    return frame_id
-
-
-def simple_ping_id(data: bytes, max_frame: int) -> bytes | None:
-    """The id of ``data`` when it is exactly one frame holding a simple ping.
-
-    A cheap check before the full decode, for the frame every session sends
-    every ``heartbeat_s``: None means "decode ``data`` the usual way" (also for
-    every malformed input, which the full decode then refuses with its code).
-    """
-    return _simple_id(_PING_RE, data, max_frame)
-
-
-def simple_pong_id(data: bytes, max_frame: int) -> bytes | None:
-    """``simple_ping_id`` for a pong (what a client gets for its ping)."""
-    return _simple_id(_PONG_RE, data, max_frame)
+    if m[1] is not None:
+        return m[1], m[2]
+    return m[4], m[3]
 
 
 def encode_pong(ping_id: bytes) -> bytes:
-    """``encode_frame({"type": "pong", "id": id})`` for an id from ``simple_ping_id``.
+    """``encode_frame({"type": "pong", "id": id})`` for an id from ``simple_frame``.
 
     Never longer than the ping it answers, so within ``max_frame``.
     """

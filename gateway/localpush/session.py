@@ -31,7 +31,7 @@ from gateway.localpush.codec import (
     encode_frame,
     encode_pong,
     format_time,
-    simple_ping_id,
+    simple_frame,
 )
 from gateway.localpush.frames import (
     APNS_ENVS,
@@ -284,9 +284,9 @@ class DeviceSession:
         if not data:
             return self.connection_lost(now)
         if self._state is State.OPEN and not self._decoder.buffered:
-            ping_id = simple_ping_id(data, self._settings.max_frame)
-            if ping_id is not None:
-                return self._receive_simple_ping(ping_id, now)
+            simple = simple_frame(data, self._settings.max_frame)
+            if simple is not None:
+                return self._receive_simple(simple[0], simple[1], now)
         error: RemoteProtocolError | None = None
         try:
             frames = self._decoder.feed(data)
@@ -376,17 +376,23 @@ class DeviceSession:
         if self._state is not State.CLOSED:
             self._state = next_state
 
-    def _receive_simple_ping(self, ping_id: bytes, now: float) -> list[Event]:
-        """(OPEN, ping) of ``_TRANSITIONS`` without building a Frame.
+    def _receive_simple(self, kind: bytes, frame_id: bytes, now: float) -> list[Event]:
+        """(OPEN, ping | pong | ack) of ``_TRANSITIONS`` without building a Frame.
 
-        Same steps as ``_receive_frame`` + ``_on_ping``, same bytes out: the
-        id from ``simple_ping_id`` is echoed as ``encode_frame`` would write it.
+        Same steps as ``_receive_frame`` + ``_on_ping``/``_on_pong``/``_on_ack``,
+        same bytes and events out: a ping's id is echoed as ``encode_frame``
+        would write it.
         """
         self._last_rx = now
         if not self._bucket.take(now):
             self._fail("rate_limited", "too many frames")
             return self._take_events()
-        self._out.append(encode_pong(ping_id))
+        if kind == b"ping":
+            self._out.append(encode_pong(frame_id))
+        elif kind == b"ack":
+            ack_id = frame_id.decode("ascii")
+            if self._pending.pop(ack_id, None) is not None:
+                return [Acked(frame_id=ack_id)]
         return []
 
     def _on_hello(self, frame: Frame, now: float) -> None:

@@ -1,8 +1,10 @@
-"""The ping fast path (codec + session) answers exactly as the full decode does.
+"""The ping/pong/ack fast path (codec + session) does exactly what the full
+decode does.
 
-``simple_ping_id`` lets the session skip JSON for the ping every device sends
-every ``heartbeat_s``; these tests hold it to the slow path: same pong bytes,
-same rate limit, same errors for anything malformed.
+``simple_frame`` lets the session skip JSON for the ping every device sends
+every ``heartbeat_s`` and the ack of every delivered frame; these tests hold it
+to the slow path: same pong bytes, same events, same rate limit, same errors
+for anything malformed.
 """
 
 from __future__ import annotations
@@ -21,10 +23,15 @@ from gateway.localpush.codec import (
     encode_frame,
     encode_ping,
     encode_pong,
-    simple_ping_id,
-    simple_pong_id,
+    simple_frame,
 )
-from gateway.localpush.session import DeviceSession, SessionSettings, State
+from gateway.localpush.frames import CallCancelFrame
+from gateway.localpush.session import (
+    Acked,
+    DeviceSession,
+    SessionSettings,
+    State,
+)
 
 MAX = 16384
 
@@ -72,10 +79,26 @@ def slow_and_fast(data: bytes, **settings: object) -> tuple[DeviceSession, ...]:
 )
 def test_simple_pings_match(body: bytes, ping_id: bytes) -> None:
     """The common ping shapes are recognised, with the id the JSON holds."""
-    assert simple_ping_id(raw(body), MAX) == ping_id
+    assert simple_frame(raw(body), MAX) == (b"ping", ping_id)
     (frame,) = FrameDecoder(MAX).feed(raw(body))
     assert frame.type == "ping"
     assert frame.get("id") == ping_id.decode()
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"type":"ack","id":"6d3e2a1c-0000-4000-8000-000000000001"}',
+         (b"ack", b"6d3e2a1c-0000-4000-8000-000000000001")),
+        (b'{"id": "x", "type": "ack"}', (b"ack", b"x")),
+        (b'{"type":"pong","id":"p"}', (b"pong", b"p")),
+    ],
+)  # fmt: skip
+def test_simple_acks_and_pongs_match(
+    body: bytes, expected: tuple[bytes, bytes]
+) -> None:
+    """Acks and pongs of the same shape are recognised too."""
+    assert simple_frame(raw(body), MAX) == expected
 
 
 @pytest.mark.parametrize(
@@ -94,7 +117,9 @@ def test_simple_pings_match(body: bytes, ping_id: bytes) -> None:
         pytest.param(raw(b'{"type":"ping","id":"a","x":1}'), id="extra-member"),
         pytest.param(raw(b'{"type":"ping","id":"a","id":"b"}'), id="dup-id"),
         pytest.param(raw(b'{"type":"ping","type":"ping","id":"a"}'), id="dup-type"),
-        pytest.param(raw(b'{"type":"pong","id":"a"}'), id="pong"),
+        pytest.param(raw(b'{"type":"bye","id":"a"}'), id="bye"),
+        pytest.param(raw(b'{"type":"ack","id":5}'), id="int-ack-id"),
+        pytest.param(raw(b'{"type":"ack"}'), id="ack-no-id"),
         pytest.param(raw(b'{"type":"Ping","id":"a"}'), id="case"),
         pytest.param(raw(b'{"type":"ping","id":"a"'), id="truncated-json"),
         pytest.param(raw(b'{"type":"ping","id":"a"}\x0b'), id="vt-not-json-space"),
@@ -107,14 +132,14 @@ def test_simple_pings_match(body: bytes, ping_id: bytes) -> None:
 )
 def test_other_input_takes_the_full_decode(data: bytes) -> None:
     """Anything but one complete simple ping returns None (decode it in full)."""
-    assert simple_ping_id(data, MAX) is None
+    assert simple_frame(data, MAX) is None
 
 
 def test_max_frame_still_applies() -> None:
     """A ping longer than max_frame is not matched (the decoder refuses it)."""
     data = raw(b'{"type":"ping","id":"abcdef"}')
-    assert simple_ping_id(data, len(data) - 4) == b"abcdef"
-    assert simple_ping_id(data, len(data) - 5) is None
+    assert simple_frame(data, len(data) - 4) == (b"ping", b"abcdef")
+    assert simple_frame(data, len(data) - 5) is None
 
 
 _ID_ALPHABET = st.characters(
@@ -131,8 +156,8 @@ def test_encode_pong_is_encode_frame(ping_id: str) -> None:
     assert pong == encode_frame({"type": "pong", "id": ping_id}, MAX)
     ping = encode_ping(ping_id.encode())
     assert ping == encode_frame({"type": "ping", "id": ping_id}, MAX)
-    assert simple_pong_id(pong, MAX) == simple_ping_id(ping, MAX) == ping_id.encode()
-    assert simple_ping_id(pong, MAX) is None and simple_pong_id(ping, MAX) is None
+    assert simple_frame(pong, MAX) == (b"pong", ping_id.encode())
+    assert simple_frame(ping, MAX) == (b"ping", ping_id.encode())
 
 
 _ws = st.text(" \t\r\n", max_size=2)
@@ -140,9 +165,11 @@ _ws = st.text(" \t\r\n", max_size=2)
 
 @st.composite
 def _ping_like(draw: st.DrawFn) -> bytes:
-    """JSON that looks like a ping: any id value, either order, any spacing."""
+    """JSON that looks like a ping, pong or ack: any id value, either order,
+    any spacing."""
     ping_id = draw(st.one_of(st.text(max_size=20), st.integers(), st.none()))
-    members = [f'"type"{draw(_ws)}:{draw(_ws)}"ping"']
+    kind = draw(st.sampled_from(["ping", "pong", "ack", "ping2"]))
+    members = [f'"type"{draw(_ws)}:{draw(_ws)}"{kind}"']
     members.append(f'"id"{draw(_ws)}:{draw(_ws)}{json.dumps(ping_id)}')
     if draw(st.booleans()):
         members.reverse()
@@ -152,12 +179,12 @@ def _ping_like(draw: st.DrawFn) -> bytes:
 @settings(max_examples=400, deadline=None)
 @given(_ping_like())
 def test_match_agrees_with_full_decode(body: bytes) -> None:
-    """Whenever the fast path matches, the full decode gives the same ping id."""
-    ping_id = simple_ping_id(raw(body), MAX)
-    if ping_id is None:
+    """Whenever the fast path matches, the full decode gives the same type/id."""
+    simple = simple_frame(raw(body), MAX)
+    if simple is None:
         return
     (frame,) = FrameDecoder(MAX).feed(raw(body))
-    assert (frame.type, frame.get("id")) == ("ping", ping_id.decode())
+    assert (frame.type, frame.get("id")) == (simple[0].decode(), simple[1].decode())
 
 
 @settings(max_examples=300, deadline=None)
@@ -186,6 +213,27 @@ def test_pong_bytes_match(body: bytes) -> None:
     assert out == slow.data_to_send()
     (pong,) = frames_of(out)
     assert pong["type"] == "pong"
+
+
+def test_acks_fast_and_slow() -> None:
+    """An ack for a pending frame gives Acked on both paths; an unknown or
+    repeated ack gives nothing; no bytes are written."""
+    fast, slow = open_session(), open_session()
+    spec = CallCancelFrame(call_id="c1", reason="failed")
+    frame_id = fast.send(spec, T0 + 0.5)
+    assert slow.send(spec, T0 + 0.5) == frame_id
+    fast.data_to_send(), slow.data_to_send()
+    results = []
+    for ack_id in (frame_id, frame_id, "unknown"):
+        data = raw(b'{"type":"ack","id":"%s"}' % ack_id.encode())
+        fast_events = fast.receive_data(data, T0 + 1)
+        slow_events = slow.receive_data(data[:5], T0 + 1)
+        slow_events += slow.receive_data(data[5:], T0 + 1)
+        assert fast_events == slow_events
+        results.append(fast_events)
+    assert results == [[Acked(frame_id=frame_id)], [], []]
+    assert fast.unacked == slow.unacked == ()
+    assert fast.data_to_send() == slow.data_to_send() == b""
 
 
 def test_fast_ping_resets_idle_clock() -> None:
