@@ -260,8 +260,62 @@ def _check_via_param(name: str, value: str | None) -> None:
         raise SipParseError(f"Empty Via {name}")
 
 
+_VIA_HEAD_RE = re.compile(rf"SIP/2\.0/([A-Za-z]+) ({HOST})(?::([0-9]{{1,5}}))?")
+_VIA_HEAD_MAX = 128
+
+
+@lru_cache(maxsize=1024)
+def _via_sent_by(head: str) -> tuple[str, str, int | None] | None:
+    """``SIP/2.0/UDP host:port`` -> (transport, host, port); ``None`` if the
+    head is not in that simple form. Cached: a gateway hears few peers."""
+    m = _VIA_HEAD_RE.fullmatch(head)
+    if m is None:
+        return None
+    transport, host, port_text = m.groups()
+    port = int(port_text) if port_text is not None else None
+    if port is not None and port > 65535:
+        return None
+    return transport.upper(), parse_host(host), port
+
+
 def parse_via(value: str) -> Via:
-    """Parse one Via value (the header may hold several, see ``split_list``)."""
+    """Parse one Via value (the header may hold several, see ``split_list``).
+
+    The sent-by part (before the first ``;``) recurs message after message
+    from the same peer while the branch does not: that part is parsed once
+    and cached, the parameters every time. Anything unusual, or any error,
+    takes the full path below, so errors read as they always did.
+    """
+    semi = value.find(";")
+    head = value if semi < 0 else value[:semi]
+    if len(head) <= _VIA_HEAD_MAX:
+        try:
+            sent_by = _via_sent_by(head)
+        except SipParseError:
+            sent_by = None
+        if sent_by is not None and (
+            semi < 0 or _SIMPLE_PARAMS_RE.fullmatch(value, semi) is not None
+        ):
+            params: Params = ()
+            if semi >= 0:
+                params = tuple(
+                    (name.lower(), v if eq else None)
+                    for name, eq, v in (
+                        p.partition("=") for p in value[semi + 1 :].split(";")
+                    )
+                )
+            try:
+                for name, pvalue in params:
+                    if name in _CHECKED_VIA_PARAMS:
+                        _check_via_param(name, pvalue)
+            except SipParseError:
+                return _parse_via(value)
+            transport, host, port = sent_by
+            return Via(transport=transport, host=host, port=port, params=params)
+    return _parse_via(value)
+
+
+def _parse_via(value: str) -> Via:
     m = _VIA_FAST_RE.fullmatch(value)
     if m is not None:  # "SIP/2.0/UDP host:port;simple=params": one regex
         transport, host, port_text, param_text = m.groups()
@@ -361,10 +415,22 @@ def parse_name_addr(value: str) -> NameAddr:
     header, so it may not hold ``;``, ``?`` or ``,`` (RFC 3261 20.10).
     Short values are cached: To, Contact and P-Asserted-Identity recur per
     user; long ones are not, so a peer cannot pin much memory in the cache.
+    A From recurs per caller except for its fresh tag, so for ``name <uri>;
+    params`` without quotes only the part up to ``>`` is cached (a URI and
+    a token display name hold no ``>``) and the parameters are parsed each
+    time; any error there takes the full path, so errors read the same.
     """
-    if len(value) <= CACHED_VALUE_LENGTH:
-        return _parse_name_addr_cached(value)
-    return _parse_name_addr(value)
+    if len(value) > CACHED_VALUE_LENGTH:
+        return _parse_name_addr(value)
+    gt = value.find(">")
+    if 0 < gt < len(value) - 1 and '"' not in value:
+        try:
+            base = _parse_name_addr_cached(value[: gt + 1])
+            params = parse_params(value, gt + 1)
+        except SipParseError:
+            return _parse_name_addr(value)
+        return NameAddr(display_name=base.display_name, uri=base.uri, params=params)
+    return _parse_name_addr_cached(value)
 
 
 @lru_cache(maxsize=4096)
@@ -441,8 +507,24 @@ class CSeq:
         return f"{self.number} {self.method}"
 
 
+_CSEQ_CACHE: dict[str, CSeq] = {}
+_CSEQ_CACHE_MAX = 1024
+
+
 def parse_cseq(value: str) -> CSeq:
-    """Parse CSeq; the number must fit 31 bits (RFC 3261 8.1.1.5)."""
+    """Parse CSeq; the number must fit 31 bits (RFC 3261 8.1.1.5).
+
+    Cached (filled once, bounded): ``1 INVITE`` and its like recur."""
+    cached = _CSEQ_CACHE.get(value)
+    if cached is not None:
+        return cached
+    cseq = _parse_cseq(value)
+    if len(_CSEQ_CACHE) < _CSEQ_CACHE_MAX:
+        _CSEQ_CACHE[value] = cseq
+    return cseq
+
+
+def _parse_cseq(value: str) -> CSeq:
     m = _CSEQ_RE.fullmatch(value)
     if m is None:
         raise SipParseError("Bad CSeq")

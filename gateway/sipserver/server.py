@@ -228,12 +228,24 @@ class SipServer:
         self.responses[status] = self.responses.get(status, 0) + 1
 
 
+_IP_CACHE: dict[str, bool] = {}
+_IP_CACHE_MAX = 4096
+
+
 def _is_ip(host: str) -> bool:
+    """Whether a route's host is an IP literal; cached, as every response
+    asks it and a gateway answers few distinct peers."""
+    known = _IP_CACHE.get(host)
+    if known is not None:
+        return known
     try:
         ipaddress.ip_address(host.strip("[]"))
+        result = True
     except ValueError:
-        return False
-    return True
+        result = False
+    if len(_IP_CACHE) < _IP_CACHE_MAX:
+        _IP_CACHE[host] = result
+    return result
 
 
 class SipUdpProtocol(DatagramProtocol):
