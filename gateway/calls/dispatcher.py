@@ -286,14 +286,9 @@ class Dispatcher:
         self._calls[call_id] = call
         for device_id in devices:
             self._by_device.setdefault(device_id, set()).add(call_id)
+        # No log line here: the one line per call is its outcome (_finished),
+        # which names the AOR and, in the push status, each device.
         self._deadlines.set(call_id, now + ring)
-        # Debug: the one info line per call is its outcome (_finished).
-        self.log.debug(
-            "Call {call_id} to {aor}: {count} device(s)",
-            call_id=call_id,
-            aor=request.aor,
-            count=len(devices),
-        )
         self._run(call, machine.start())
         return call
 
@@ -457,8 +452,9 @@ class Dispatcher:
     def _finished(self, call: ActiveCall) -> None:
         outcome = call.machine.outcome or "unknown"
         self.log.info(
-            "Call {call_id} ended: {outcome} ({status})",
+            "Call {call_id} to {aor} ended: {outcome} ({status})",
             call_id=call.call_id,
+            aor=call.request.aor,
             outcome=outcome,
             status=call.push_status,
         )

@@ -418,6 +418,29 @@ class _Head:
 
 _new_header = tuple.__new__
 
+# Whole header lines that recur from message to message (Max-Forwards: 70,
+# Content-Length: 0, a core's Contact) map to their Header at once. Only
+# headers that rarely carry per-call values are kept (not Via, From, To,
+# Call-ID, CSeq), and the cache starts over when full.
+_LINE_CACHE: dict[str, Header] = {}
+_LINE_CACHE_MAX = 4096
+_LINE_CACHE_LINE_MAX = 256
+_STABLE_KEYS = frozenset(
+    {
+        "accept",
+        "allow",
+        "contact",
+        "content-length",
+        "content-type",
+        "expires",
+        "max-forwards",
+        "p-asserted-identity",
+        "subject",
+        "supported",
+        "user-agent",
+    }
+)
+
 
 def _check_controls(text: str) -> None:
     crlf = text.count("\r\n")
@@ -448,17 +471,27 @@ def _read_head(data: bytes) -> _Head:
     append = head.headers.append
     first, vias, contacts = head.first, head.vias, head.contacts
     cache = _NAME_CACHE
+    line_cache = _LINE_CACHE
     malformed = False
-    for i in range(1, len(lines)):
-        name, colon, raw_value = lines[i].partition(":")
-        if not colon:
-            # Read on: the other headers may still route a 400 back.
-            malformed = True
-            continue
-        known = cache.get(name)
-        canon, key = known if known is not None else _canonical(name)
-        value = raw_value.strip(" \t")
-        append(_new_header(Header, (canon, value, key)))
+    for line in lines[1:]:
+        header = line_cache.get(line)
+        if header is None:
+            name, colon, raw_value = line.partition(":")
+            if not colon:
+                # Read on: the other headers may still route a 400 back.
+                malformed = True
+                continue
+            known = cache.get(name)
+            canon, key = known if known is not None else _canonical(name)
+            header = _new_header(Header, (canon, raw_value.strip(" \t"), key))
+            if key in _STABLE_KEYS and len(line) <= _LINE_CACHE_LINE_MAX:
+                if len(line_cache) >= _LINE_CACHE_MAX:
+                    line_cache.clear()  # a new generation: drops one-offs
+                line_cache[line] = header
+        else:
+            key = header.key
+        value = header.value
+        append(header)
         if key in first:
             if key == "via":
                 vias.append(value)

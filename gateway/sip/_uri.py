@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from urllib.parse import unquote
 
@@ -151,6 +151,11 @@ class SipUri:
     port: int | None = None
     params: tuple[tuple[str, str | None], ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
+    # The aor, computed on first use: parsed URIs are shared through the
+    # parse cache, so a callee's Request-URI works its aor out once.
+    _aor: str | None = field(
+        default=None, init=False, repr=False, compare=False, hash=False
+    )
 
     def param(self, name: str) -> str | None:
         """Value of a URI parameter (``None`` if absent or value-less)."""
@@ -174,10 +179,15 @@ class SipUri:
     @property
     def aor(self) -> str:
         """The address of record: ``sip:user@host``, lower-cased, no params."""
-        if self.user is None:
-            return normalize_aor(f"sip:{format_host(self.host)}")
-        user = escape(self.user, _USER_SAFE)
-        return normalize_aor(f"sip:{user}@{format_host(self.host)}")
+        aor = self._aor
+        if aor is None:
+            if self.user is None:
+                aor = normalize_aor(f"sip:{format_host(self.host)}")
+            else:
+                user = escape(self.user, _USER_SAFE)
+                aor = normalize_aor(f"sip:{user}@{format_host(self.host)}")
+            object.__setattr__(self, "_aor", aor)  # a cache, not a change
+        return aor
 
     def with_params(self, **params: str | None) -> SipUri:
         """A copy with the given parameters set (``None`` = value-less)."""
