@@ -97,10 +97,18 @@ def _has_bad_strings(value: Any) -> bool:
     return False
 
 
+# One decoder and one encoder for every frame: json.loads/dumps with options
+# build a new one per call.
+_JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_JSON_ENCODER = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
 def _decode_body(body: bytes) -> Frame:
     try:
         text = body.decode("utf-8")
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = _JSON_DECODER.decode(text)
     except (ValueError, RecursionError):
         # ValueError covers UnicodeDecodeError, JSONDecodeError and ints over
         # the interpreter's digit limit; RecursionError deeply nested arrays.
@@ -164,9 +172,7 @@ def encode_frame(obj: Mapping[str, Any], max_frame: int) -> bytes:
     if not isinstance(obj.get("type"), str):
         raise LocalProtocolError("frame needs a string member type")
     try:
-        body = json.dumps(
-            obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        ).encode("utf-8")
+        body = _JSON_ENCODER.encode(obj).encode("utf-8")
     except (TypeError, ValueError) as e:
         # UnicodeEncodeError (lone surrogate) is a ValueError.
         raise LocalProtocolError(f"frame is not serialisable: {e}") from None
