@@ -756,6 +756,10 @@ def delivery_phase(
         wait = runqueue_wait_s(server.pid) - w0
         result["server_runqueue_wait_share"] = round(wait / elapsed, 3)
         result["client_processes"] = len(clients)
+        # everything the server did in the window, per frame delivered and acked
+        result["server_cpu_per_frame_us"] = round(
+            result["server_cpu_share"] / args.rate * 1e6, 1
+        )
         result["online"] = status["online"]
         return result
     finally:
@@ -846,8 +850,9 @@ def markdown(
                 "-",
             ),
             _row(
-                "Server CPU, all sessions pinging every 30 s",
-                f"{cpu:.2%} of a core over {idle['idle_seconds']} s",
+                f"Server CPU, all sessions pinging every {idle['heartbeat_s']} s",
+                f"{cpu:.2%} of a core over {idle['idle_seconds']} s "
+                f"({idle['server_cpu_per_ping_us']} us per ping)",
                 f"< 5%: {verdict(cpu < 0.05)}",
             ),
             _row(
@@ -893,7 +898,8 @@ def markdown(
             ),
             _row(
                 "CPU during delivery",
-                f"server {d['server_cpu_share']:.0%}, clients "
+                f"server {d['server_cpu_share']:.0%} "
+                f"({d['server_cpu_per_frame_us']} us per frame), clients "
                 f"{d['clients_cpu_share']:.0%}, other processes "
                 f"{d['other_processes_cpu_share']:.0%} of a core",
                 "-",
