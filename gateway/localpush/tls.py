@@ -17,8 +17,8 @@ from typing import Any
 
 from cryptography.hazmat.bindings.openssl.binding import Binding
 from OpenSSL import SSL
-from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, ITransport
+from twisted.internet.tcp import Connection as TCPConnection
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
@@ -122,7 +122,7 @@ class DeviceTLSProtocol(TLSMemoryBIOProtocol):
 
     def makeConnection(self, transport: ITransport) -> None:
         """Note whether ``transport`` is a socket we may write to directly."""
-        self._direct = isinstance(transport, FileDescriptor)
+        self._direct = isinstance(transport, TCPConnection)
         super().makeConnection(transport)  # type: ignore[no-untyped-call]
 
     def dataReceived(self, data: bytes) -> None:
