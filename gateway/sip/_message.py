@@ -10,10 +10,11 @@ are parsed at once; the rest on demand through accessor methods, which raise
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from gateway.sip._errors import SipParseError
 from gateway.sip._headers import (
@@ -396,11 +397,17 @@ class _Head:
 
     __slots__ = ("contacts", "dups", "first", "headers", "offset", "start_line", "vias")
 
-    def __init__(self, start_line: str, offset: int) -> None:
+    def __init__(
+        self,
+        start_line: str,
+        offset: int,
+        headers: list[Header],
+        first: dict[str, str],
+    ) -> None:
         self.start_line = start_line
         self.offset = offset
-        self.headers: list[Header] = []
-        self.first: dict[str, str] = {}
+        self.headers = headers
+        self.first = first
         self.vias: list[str] = []
         self.contacts: list[str] = []
         self.dups: set[str] = set()
@@ -467,47 +474,65 @@ def _read_head(data: bytes) -> _Head:
     if not text.replace("\r\n", "").replace("\t", "").isprintable():
         _check_controls(text)  # the slow, exact check, only when needed
     lines = text.split("\r\n")
-    head = _Head(lines[0], end + 4)
-    append = head.headers.append
-    first, vias, contacts = head.first, head.vias, head.contacts
-    cache = _NAME_CACHE
-    line_cache = _LINE_CACHE
-    malformed = False
-    for line in lines[1:]:
-        header = line_cache.get(line)
-        if header is None:
-            name, colon, raw_value = line.partition(":")
-            if not colon:
-                # Read on: the other headers may still route a 400 back.
-                malformed = True
-                continue
-            known = cache.get(name)
-            canon, key = known if known is not None else _canonical(name)
-            header = _new_header(Header, (canon, raw_value.strip(" \t"), key))
-            if key in _STABLE_KEYS and len(line) <= _LINE_CACHE_LINE_MAX:
-                if len(line_cache) >= _LINE_CACHE_MAX:
-                    line_cache.clear()  # a new generation: drops one-offs
-                line_cache[line] = header
-        else:
-            key = header.key
-        value = header.value
-        append(header)
-        if key in first:
-            if key == "via":
-                vias.append(value)
-            elif key == "contact":
-                contacts.append(value)
-            else:
-                head.dups.add(key)
-        else:
-            first[key] = value
-            if key == "via":
-                vias.append(value)
-            elif key == "contact":
-                contacts.append(value)
+    # One C-level pass where it can be: the header list, then first values
+    # by key (reversed, so the first occurrence wins), then Via/Contact.
+    get = _LINE_CACHE.get
+    parsed = [get(line) or _read_line(line) for line in lines[1:]]
+    malformed = None in parsed
+    # Read on past a malformed line: the others may still route a 400 back.
+    found = (
+        [h for h in parsed if h is not None]
+        if malformed
+        else cast("list[Header]", parsed)
+    )
+    keys = list(map(_KEY, found))
+    values = list(map(_VALUE, found))
+    head = _Head(
+        lines[0],
+        end + 4,
+        found,
+        dict(zip(reversed(keys), reversed(values), strict=True)),
+    )
+    head.vias = _all_of("via", keys, values, head.first)
+    head.contacts = _all_of("contact", keys, values, head.first)
+    if len(head.first) + len(head.vias) + len(head.contacts) != len(keys) + (
+        "via" in head.first
+    ) + ("contact" in head.first):
+        head.dups = {key for key in _SINGLE if keys.count(key) > 1}
     if malformed:
         raise SipParseError("Header line without colon", raw=head.raw())
     return head
+
+
+_KEY = operator.itemgetter(2)
+_VALUE = operator.itemgetter(1)
+
+
+def _all_of(
+    key: str, keys: list[str], values: list[str], first: dict[str, str]
+) -> list[str]:
+    """Every value of a header that may repeat (Via, Contact), in order."""
+    count = keys.count(key)
+    if count == 0:
+        return []
+    if count == 1:
+        return [first[key]]
+    return [v for k, v in zip(keys, values, strict=True) if k == key]
+
+
+def _read_line(line: str) -> Header | None:
+    """One header line (not in the line cache); ``None`` without a colon."""
+    name, colon, raw_value = line.partition(":")
+    if not colon:
+        return None
+    known = _NAME_CACHE.get(name)
+    canon, key = known if known is not None else _canonical(name)
+    header: Header = _new_header(Header, (canon, raw_value.strip(" \t"), key))
+    if key in _STABLE_KEYS and len(line) <= _LINE_CACHE_LINE_MAX:
+        if len(_LINE_CACHE) >= _LINE_CACHE_MAX:
+            _LINE_CACHE.clear()  # a new generation: drops one-offs
+        _LINE_CACHE[line] = header
+    return header
 
 
 def _digits(value: str, what: str, limit: int) -> int:
