@@ -378,15 +378,28 @@ class Response(_Message):
     via: tuple[Via, ...] = ()
     cseq: CSeq | None = None
     to_tag: str | None = field(default=None)
+    # The header lines as text, set by build_response from the request's
+    # pre-formatted Via/From/Call-ID/CSeq lines; not an init field, so a
+    # dataclasses.replace() copy formats its own headers again.
+    _wire: str | None = field(default=None, init=False, compare=False, repr=False)
 
     def to_bytes(self) -> bytes:
         """The wire form, with a correct Content-Length."""
-        lines = [f"SIP/2.0 {self.status} {self.reason}"]
-        lines += [
-            f"{h.name}: {h.value}" for h in self.headers if h.key != "content-length"
-        ]
-        lines.append(f"Content-Length: {len(self.body)}\r\n\r\n")
-        return "\r\n".join(lines).encode("utf-8") + self.body
+        wire = self._wire
+        if wire is None:
+            wire = _header_lines(self.headers)
+        return (
+            f"SIP/2.0 {self.status} {self.reason}\r\n{wire}"
+            f"Content-Length: {len(self.body)}\r\n\r\n"
+        ).encode() + self.body
+
+
+def _header_lines(headers: Iterable[Header]) -> str:
+    """One ``Name: value`` line (CRLF-ended) per header, Content-Length left
+    out: to_bytes computes it from the body."""
+    return "".join(
+        [f"{h.name}: {h.value}\r\n" for h in headers if h.key != "content-length"]
+    )
 
 
 class _Head:
@@ -725,30 +738,44 @@ def build_response(
     if tag is None and to_tag is not None and status != 100:
         to_value = f"{to_value};tag={to_tag}"
         tag = to_tag
-    out = [*base.before_to, _new_header(Header, ("To", to_value, "to")), *base.after_to]
+    extra: list[Header] = []
     if status == 100:
         timestamp = request.header("Timestamp")
         if timestamp is not None:
-            out.append(_new_header(Header, ("Timestamp", timestamp, "timestamp")))
+            extra.append(_new_header(Header, ("Timestamp", timestamp, "timestamp")))
     for name, value in headers:
-        out.append(_new_header(Header, (name, value, _canonical(name)[1])))
+        extra.append(_new_header(Header, (name, value, _canonical(name)[1])))
     if content_type is not None:
-        out.append(_new_header(Header, ("Content-Type", content_type, "content-type")))
-    return Response(
+        extra.append(
+            _new_header(Header, ("Content-Type", content_type, "content-type"))
+        )
+    response = Response(
         status=status,
         reason=reason if reason is not None else REASON_PHRASES.get(status, "Unknown"),
-        headers=tuple(out),
+        headers=(
+            *base.before_to,
+            _new_header(Header, ("To", to_value, "to")),
+            *base.after_to,
+            *extra,
+        ),
         body=body,
         via=request.via,
         cseq=request.cseq,
         to_tag=tag,
     )
+    wire = f"{base.before_wire}To: {to_value}\r\n{base.after_wire}"
+    if extra:
+        wire += _header_lines(extra)
+    object.__setattr__(response, "_wire", wire)  # a cache of headers' text
+    return response
 
 
 class _AnswerBase(NamedTuple):
     before_to: tuple[Header, ...]  # Via lines and From
     to_value: str
     after_to: tuple[Header, ...]  # Call-ID and CSeq
+    before_wire: str  # before_to as header lines
+    after_wire: str
 
 
 def _answer_base(request: Request) -> _AnswerBase:
@@ -758,13 +785,16 @@ def _answer_base(request: Request) -> _AnswerBase:
             Header, ("From", request.header("From") or str(request.from_), "from")
         )
     )
+    after = (
+        _new_header(Header, ("Call-ID", request.call_id, "call-id")),
+        _new_header(Header, ("CSeq", str(request.cseq), "cseq")),
+    )
     return _AnswerBase(
         before_to=tuple(before),
         to_value=request.header("To") or str(request.to),
-        after_to=(
-            _new_header(Header, ("Call-ID", request.call_id, "call-id")),
-            _new_header(Header, ("CSeq", str(request.cseq), "cseq")),
-        ),
+        after_to=after,
+        before_wire=_header_lines(before),
+        after_wire=_header_lines(after),
     )
 
 
