@@ -93,7 +93,8 @@ class LocalPushProtocol(Protocol):
         self._paused = False
         self._written_while_paused = 0
         self._peer = ""
-        self._closed_waiters: list[Deferred[None]] = []
+        # Made on first use: most sessions never have a waiter (only shutdown).
+        self._closed_waiters: list[Deferred[None]] | None = None
 
     @property
     def _transport(self) -> _Transport:
@@ -140,6 +141,8 @@ class LocalPushProtocol(Protocol):
         if self._lost:
             return succeed(None)
         d: Deferred[None] = Deferred()
+        if self._closed_waiters is None:
+            self._closed_waiters = []
         self._closed_waiters.append(d)
         return d
 
@@ -185,7 +188,7 @@ class LocalPushProtocol(Protocol):
         self._abort_timer = None
         if self._core is not None:
             self._dispatch(self._core.connection_lost(self._clock.seconds()))
-        waiters, self._closed_waiters = self._closed_waiters, []
+        waiters, self._closed_waiters = self._closed_waiters or [], None
         for d in waiters:
             d.callback(None)
 
