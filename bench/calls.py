@@ -9,6 +9,10 @@ Quick run: ``--rates 100,200 --step-s 5 --duration 5 --latency-rates 100
 --latency-s 5 --apns-rates 100 --calls 2000 --rss-rate 200 --rss-after-s 5
 --devices 100``.
 
+CPU per call without sockets or other processes (the SIP and call path, the
+hub, metrics and logging; not TLS or frame coding): ``--in-process 20000``
+(add ``--profile FILE`` for cProfile; ``--rate`` is simulated calls/s).
+
 Targets (issue 6): >= 1,000 calls/s with zero failed calls over UDP for 60 s;
 INVITE->180 p99 <= 20 ms at 500 calls/s; >= 500 calls/s when every call falls
 back to APNs; no RSS growth once calls have ended (100,000 calls).
@@ -657,6 +661,192 @@ def _row_text(row: dict[str, Any]) -> str:
     )
 
 
+# -- in-process: the per-call path without sockets ---------------------------
+
+IN_PROCESS_SOURCE = ("127.0.0.1", 5070)
+
+
+def _sipp_like(method: str, n: int, aor: int, to_tag: bytes = b"") -> bytes:
+    """One of a sipp call's requests, as the UAC scenario above sends it."""
+    to = b"<sip:user%d@example.com>" % aor
+    if to_tag:
+        to += b";tag=" + to_tag
+    cseq = b"1 " + method.encode()
+    extra = (
+        b"Contact: sip:sipp@127.0.0.1:5070\r\nSubject: Performance Test\r\n"
+        if method == "INVITE"
+        else b""
+    )
+    return (
+        b"%s sip:user%d@example.com SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-%d-1\r\n"
+        b"From: sipp <sip:sipp@127.0.0.1:5070>;tag=%dSIPpTag001\r\n"
+        b"To: %s\r\nCall-ID: %d-1@127.0.0.1\r\nCSeq: %s\r\n%s"
+        b"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        % (method.encode(), aor, n, n, to, n, cseq, extra)
+    )
+
+
+class _AckingSession:
+    """A device session for the hub that records frames for the driver to ack
+    (the simulator acks at once; TLS and frame coding are left out here)."""
+
+    def __init__(self, device_id: str, sent: list[tuple[Any, str]]) -> None:
+        self._device_id = device_id
+        self._sent = sent
+        self._frames = 0
+
+    @property
+    def device_id(self) -> str:
+        return self._device_id
+
+    @property
+    def is_open(self) -> bool:
+        return True
+
+    def send_frame(self, spec: Any, ack_timeout: float | None) -> str:
+        self._frames += 1
+        frame_id = f"f{self._frames}"
+        self._sent.append((self, frame_id))
+        return frame_id
+
+    def send_goaway(self, reason: str, reconnect_after_ms: int) -> None:
+        """Never asked for here."""
+
+    def when_closed(self) -> Any:
+        from twisted.internet.defer import Deferred
+
+        return Deferred()
+
+
+def in_process(args: argparse.Namespace) -> int:
+    """Drive the assembled gateway (``build_service``: SIP server, transaction
+    layer, application, dispatcher, hub, metrics, logging at ``--log-level``)
+    with pre-built datagrams on a simulated clock: CPU per call without
+    sockets, TLS or other processes, and GC-tracked objects per call kept.
+
+    Calls run at ``--rate`` of simulated time (default 200/s); a warm-up of
+    65 simulated seconds fills the resume window first. With ``--profile``
+    the measured calls run under cProfile.
+    """
+    import cProfile
+    import gc
+    import io
+    import pstats
+
+    from twisted.internet.epollreactor import EPollReactor
+    from twisted.logger import globalLogBeginner
+
+    from gateway.app import build_service
+    from gateway.config import LogConfig, load_config
+    from gateway.devicetoken import DeviceClaims
+    from gateway.localpush.frames import Hello
+    from gateway.localpush.hub import SessionInfo
+    from gateway.logging import make_observer
+    from gateway.sip import Transport
+    from gateway.store import Device
+
+    rate = args.rate or 200.0
+    calls, devices = args.in_process, args.devices
+    tmp = Path(tempfile.mkdtemp(prefix="voipgw-inprocess-"))
+    (tmp / "etc").mkdir()
+    shutil.copy(ROOT / "etc" / "voipgw.toml", tmp / "etc" / "voipgw.toml")
+    ports = ("SIP__UDP", "SIP__TCP", "LOCALPUSH", "API")
+    config = load_config(
+        tmp / "etc" / "voipgw.toml", environ={f"VOIPGW_{p}__PORT": "0" for p in ports}
+    )
+    clock = [1_000_000.0]
+    reactor = EPollReactor()
+    reactor.seconds = lambda: clock[0]  # type: ignore[method-assign]
+    gateway = build_service(config, reactor)  # type: ignore[arg-type]
+    assert gateway.registry is not None and gateway.hub is not None
+    assert gateway.sip is not None and gateway.dispatcher is not None
+    gateway.registry.startService()
+    log_sink = io.StringIO()
+    globalLogBeginner.beginLoggingTo(
+        [make_observer(LogConfig(level=args.log_level), log_sink)],
+        redirectStandardIO=False,
+    )
+    hub, server, sent = gateway.hub, gateway.sip, []
+    for d in range(devices):
+        device_id, aor = f"dev{d:05d}", f"sip:user{d}@example.com"
+        gateway.registry.put_device(Device(device_id, (aor,), "ab" * 32, "cd" * 32))
+        hub.session_up(
+            _AckingSession(device_id, sent),
+            SessionInfo(
+                session_id=f"s{d}",
+                device_id=device_id,
+                hello=Hello(device_id=device_id),
+                claims=DeviceClaims(device_id=device_id, aors=(aor,), expires_at=9e12),
+                connected_at=clock[0],
+            ),
+        )
+    responses: list[bytes] = []
+
+    class _Udp:
+        def send(self, data: bytes, addr: tuple[str, int]) -> None:
+            responses.append(data)
+
+    server.udp = _Udp()  # type: ignore[assignment]
+
+    def ack_frames() -> None:
+        while sent:
+            session, frame_id = sent.pop()
+            hub.frame_acked(session, frame_id)
+
+    def run(first: int, count: int) -> None:
+        for n in range(first, first + count):
+            aor = n % devices
+            server.receive(
+                _sipp_like("INVITE", n, aor), Transport.UDP, IN_PROCESS_SOURCE
+            )
+            ack_frames()
+            server.receive(
+                _sipp_like("CANCEL", n, aor), Transport.UDP, IN_PROCESS_SOURCE
+            )
+            ack_frames()
+            tag = responses[-1].split(b"\r\nTo: ", 1)[1].split(b"\r\n", 1)[0]
+            tag = tag.rsplit(b";tag=", 1)[1]
+            server.receive(
+                _sipp_like("ACK", n, aor, tag), Transport.UDP, IN_PROCESS_SOURCE
+            )
+            clock[0] += 1 / rate
+            reactor.runUntilCurrent()
+            responses.clear()
+
+    gc.collect()
+    gc.freeze()
+    gc.disable()  # pauses are the GC strategy's business; count objects instead
+    tracked_before = len(gc.get_objects())
+    warm = int(rate * (config.calls.resume_window_s + 5))
+    run(0, warm)
+    profiler = cProfile.Profile() if args.profile else None
+    start = time.process_time()
+    if profiler is not None:
+        profiler.enable()
+    run(warm, calls)
+    if profiler is not None:
+        profiler.disable()
+    cpu = time.process_time() - start
+    live = gateway.dispatcher.held_count
+    gc.collect()
+    tracked = len(gc.get_objects()) - tracked_before
+    gc.enable()
+    print(
+        f"in-process, {calls} calls at {rate:g}/s simulated, {devices} devices, "
+        f"log level {args.log_level}: {cpu / calls * 1e6:.0f} us CPU per call; "
+        f"{live} calls held (ringing or in the resume window), "
+        f"{server.transactions} transactions, {tracked} GC-tracked objects "
+        f"({tracked / max(live, 1):.1f} per held call)"
+    )
+    if profiler is not None:
+        profiler.dump_stats(str(args.profile))
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+        print(f"profile written to {args.profile}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rates", default="200,300,400,500,750,1000,1250")
@@ -681,7 +871,7 @@ def main(argv: list[str] | None = None) -> int:
         "--log-level",
         default="info",
         choices=("debug", "info", "warn", "error"),
-        help="the gateway's [log] level (info, the default, logs 2 lines a call)",
+        help="the gateway's [log] level (info, the default, logs 1 line a call)",
     )
     p.add_argument(
         "--gc-log", action="store_true", help="log the gateway's GC pauses over 10 ms"
@@ -707,7 +897,17 @@ def main(argv: list[str] | None = None) -> int:
         help="only write docs/benchmarks.md from a --json file of an earlier run",
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary tree")
+    p.add_argument(
+        "--in-process",
+        type=int,
+        metavar="N",
+        help="no sockets: N calls through the assembled gateway in this process "
+        "(CPU per call, GC-tracked objects per call; --rate, --devices, "
+        "--log-level and --profile apply)",
+    )
     args = p.parse_args(argv)
+    if args.in_process:
+        return in_process(args)
     if args.docs_from_json:
         write_docs(json.loads(args.docs_from_json.read_text()), args)
         return 0

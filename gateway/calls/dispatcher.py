@@ -235,6 +235,11 @@ class Dispatcher:
         return self._calls.get(call_id)
 
     @property
+    def held_count(self) -> int:
+        """Calls in progress or ended within the resume window."""
+        return len(self._calls)
+
+    @property
     def active_count(self) -> int:
         return sum(1 for c in self._calls.values() if not c.machine.ended)
 

@@ -83,6 +83,11 @@ class SipServer:
         }
         self.responses: dict[int, int] = {}
 
+    @property
+    def transactions(self) -> int:
+        """Server transactions alive (pending, or waiting out Timer I/J)."""
+        return len(self._layer)
+
     # -- from the transports -----------------------------------------------------
 
     def receive(

@@ -226,9 +226,11 @@ def test_unknown_aor_and_reaping(env: Env) -> None:
     assert call is not None
     env.dispatcher.cancel(call.call_id, "remote_ended")
     assert env.dispatcher.get(call.call_id) is call
+    assert (env.dispatcher.active_count, env.dispatcher.held_count) == (0, 1)
     env.clock.advance(60)
     assert env.dispatcher.get(call.call_id) is None
     assert env.dispatcher.active_count == 0
+    assert env.dispatcher.held_count == 0
     assert env.clock.getDelayedCalls() == []
 
 
