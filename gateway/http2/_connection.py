@@ -226,6 +226,8 @@ class ClientConnection(Generic[K]):
         self._queue_cancelled = 0
         self._by_key: dict[K, _Request[K]] = {}
         self._by_stream: dict[int, _Request[K]] = {}
+        # Started requests whose body waits for flow-control window, in order.
+        self._blocked: dict[int, _Request[K]] = {}
         # Events produced outside receive_data (by submit/cancel).
         self._later: list[ClientEvent[K]] = []
         self._h2 = _GracefulH2Connection(
@@ -586,6 +588,7 @@ class ClientConnection(Generic[K]):
             out.append(RequestFailed(key=request.key, error=error, retry=True))
         self._by_stream.clear()
         self._by_key.clear()
+        self._blocked.clear()
 
     def _drain_queue(self) -> list[_Request[K]]:
         """Empty the queue; return the requests still waiting (not cancelled)."""
@@ -634,9 +637,19 @@ class ClientConnection(Generic[K]):
         self._maybe_finish_goaway(self._later)
 
     def _send_bodies(self) -> None:
-        for request in list(self._by_stream.values()):
-            if request.sent < len(request.body):
-                self._send_body(request)
+        """A window grew: resume the bodies waiting for one, oldest first.
+
+        Only waiting bodies are looked at (with a thousand streams open, a scan
+        of all of them per WINDOW_UPDATE was a good part of the CPU), and none
+        once the connection's own window is used up again.
+        """
+        for stream_id, request in list(self._blocked.items()):
+            if self._by_stream.get(stream_id) is not request:
+                del self._blocked[stream_id]  # ended, reset or cancelled since
+                continue
+            self._send_body(request)
+            if self._h2.outbound_flow_control_window <= 0:
+                return
 
     def _send_body(self, request: _Request[K]) -> None:
         """Send as much body as the windows allow; end the stream when done."""
@@ -645,12 +658,14 @@ class ClientConnection(Generic[K]):
             window = self._h2.local_flow_control_window(stream_id)
             size = min(window, self._h2.max_outbound_frame_size)
             if size <= 0:
-                return  # resumed on WINDOW_UPDATE
+                self._blocked[stream_id] = request  # resumed on WINDOW_UPDATE
+                return
             chunk = request.body[request.sent : request.sent + size]
             request.sent += len(chunk)
             self._h2.send_data(
                 stream_id, chunk, end_stream=request.sent >= len(request.body)
             )
+        self._blocked.pop(stream_id, None)
 
 
 def _clean_headers(headers: Sequence[Header]) -> list[Header]:

@@ -135,6 +135,38 @@ def test_request_body_waits_for_window_update() -> None:
     assert got == body and ended
 
 
+def test_bodies_blocked_on_the_connection_window_resume_in_order() -> None:
+    """Bodies that together exceed the connection window wait; each
+    WINDOW_UPDATE resumes the waiting ones oldest first, and a request
+    cancelled while waiting sends nothing more."""
+    client, server = pair()
+    post = [(b":method", b"POST"), *GET[1:]]
+    for key in "abcde":
+        client.submit(key, post, key.encode() * 20_000)
+    received: dict[int, int] = {}
+    ended: list[int] = []
+
+    def deliver() -> None:
+        for event in to_server(client, server):
+            if isinstance(event, h2.events.DataReceived):
+                received[event.stream_id] = received.get(event.stream_id, 0) + len(
+                    event.data or b""
+                )
+            elif isinstance(event, h2.events.StreamEnded):
+                ended.append(event.stream_id)
+
+    deliver()
+    assert sum(received.values()) == 65535  # the connection window, no more
+    assert received[1] == received[3] == received[5] == 20_000
+    client.cancel("e")
+    for _ in range(10):
+        server.increment_flow_control_window(30_000)
+        to_client(client, server)
+        deliver()
+    assert ended == [1, 3, 5, 7]
+    assert received.get(9, 0) < 20_000
+
+
 def test_goaway_sorts_retryable_streams() -> None:
     """GOAWAY(last=1): stream 1 still completes, streams 3 and 5 fail retryable, then close."""
     client, server = pair()
