@@ -390,8 +390,17 @@ class TransactionLayer:
             txn.g_at = deadline
         else:
             txn.end_at, txn.end_timer = deadline, timer
+        self._queue(txn, timer, deadline)
+
+    def _queue(self, txn: _Txn, timer: _Input, deadline: float) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (deadline, self._seq, txn.key, timer))
+
+    @property
+    def timers_queued(self) -> int:
+        """How many timers were ever queued: unchanged, ``next_deadline`` can
+        only have moved later (a timer stopped), never earlier."""
+        return self._seq
 
     def _send_last(self, txn: _Txn) -> list[Action]:
         if txn.last_response is None or txn.route is None:
@@ -426,10 +435,15 @@ class TransactionLayer:
             actions.extend(self._send_last(txn))
             if old_state is not new_state:
                 if new_state is TxnState.COMPLETED and txn.invite:
-                    if not txn.reliable:
+                    if txn.reliable:
+                        self._start(txn, _Input.TIMER_H, now, 64 * t.t1)
+                    else:
+                        # Timer H is queued by the Timer G firing it comes
+                        # before (see below): an ACK, nearly always in time,
+                        # then leaves no stale H entry for 64*T1.
+                        txn.end_at, txn.end_timer = now + 64 * t.t1, _Input.TIMER_H
                         txn.g_interval = t.t1
                         self._start(txn, _Input.TIMER_G, now, t.t1)
-                    self._start(txn, _Input.TIMER_H, now, 64 * t.t1)
                 elif new_state is TxnState.COMPLETED:
                     if txn.reliable:
                         new_state = txn.state = TxnState.TERMINATED
@@ -440,7 +454,11 @@ class TransactionLayer:
         elif event is _Input.TIMER_G:
             actions.extend(self._send_last(txn))
             txn.g_interval = min(2 * txn.g_interval, t.t2)
-            self._start(txn, _Input.TIMER_G, now, txn.g_interval)
+            end_at = txn.end_at
+            if end_at is not None and end_at <= now + txn.g_interval:
+                self._queue(txn, _Input.TIMER_H, end_at)  # H comes first
+            else:
+                self._start(txn, _Input.TIMER_G, now, txn.g_interval)
         elif event is _Input.TIMER_H:
             actions.append(TransactionTimeout(key=txn.key))
         if new_state is TxnState.TERMINATED:

@@ -73,6 +73,7 @@ class SipServer:
         self._timer: IDelayedCall | None = None
         self._timer_at = 0.0
         self._not_before = 0.0
+        self._queued = -1  # the layer's timers_queued when last scheduled
         self.stats: dict[str, int] = {
             "received": 0,
             "bad": 0,
@@ -205,6 +206,10 @@ class SipServer:
         finds nothing due and re-arms. So a transaction's timers cost no
         DelayedCall churn of their own.
         """
+        queued = self._layer.timers_queued
+        if self._timer is not None and queued == self._queued:
+            return  # no new timer: the armed one is early enough
+        self._queued = queued
         deadline = self._layer.next_deadline()
         if deadline is None:
             return

@@ -349,3 +349,19 @@ def test_completed_transaction_keeps_the_response_not_the_request() -> None:
     assert layer.request(new.key) is None
     again = layer.receive(_req(), Transport.UDP, SRC, 0.2)
     assert _sent(again) == [b"SIP/2.0 486 Busy Here"]
+
+
+def test_timer_h_is_queued_only_when_timer_g_reaches_it() -> None:
+    """Over UDP a final response queues Timer G alone; H joins the queue
+    from the last G before it, so an ACK in time leaves no H entry behind.
+    Over TCP (no G) H is queued at once."""
+    layer = TransactionLayer(TimerSettings(t1=0.5, t2=4.0))
+    new = _new(layer.receive(_req(), Transport.UDP, SRC, 0.0))
+    before = layer.timers_queued
+    layer.respond(new.key, build_response(new.request, 486, to_tag="t"), 0.0)
+    assert layer.timers_queued == before + 1
+    assert layer.next_deadline() == 0.5
+    reliable = TransactionLayer(TimerSettings(t1=0.5))
+    new = _new(reliable.receive(_req(), Transport.TCP, SRC, 0.0))
+    reliable.respond(new.key, build_response(new.request, 486, to_tag="t"), 0.0)
+    assert reliable.next_deadline() == 32.0
