@@ -515,7 +515,8 @@ def _wrap_start(
     observers: list[CallObserver],
 ) -> None:
     start = dispatcher.start
-    # The last wrapper made: API calls all pass the same listener.
+    # The last wrapper made: API calls all pass the same listener. (A SIP
+    # call's own listener stays referenced until the next call replaces it.)
     last: list[_MeasuredListener] = []
 
     @functools.wraps(start)
