@@ -969,6 +969,151 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# In-process figures -------------------------------------------------------------------
+
+
+def run_in_process(count: int, profile: bool) -> int:
+    """Server CPU per ping and per delivered+acked frame, no reactor, no sockets.
+
+    The real ``LocalPushFactory`` behind ``tls_factory`` over a StringTransport,
+    a pyOpenSSL client on memory BIOs; the client's records are made before the
+    clock starts, so only the server's work is timed (TLS, framing, session,
+    hub). What it leaves out (epoll, the syscalls, a cold cache per wakeup) is
+    what the idle figure adds. Also: GC-tracked objects per open session.
+    """
+    import cProfile
+    import io
+    import itertools
+    import pstats
+    import struct
+
+    from OpenSSL import SSL
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+
+    from gateway.devcert import write_self_signed
+    from gateway.devicetoken import mint_device_token
+    from gateway.localpush.frames import CallFrame, Party
+    from gateway.localpush.hub import Hub, InMemoryDeviceDirectory
+    from gateway.localpush.server import LocalPushFactory, tls_factory
+    from gateway.localpush.session import SessionSettings
+    from gateway.localpush.tls import ServerTLS
+
+    class Transport(StringTransport):
+        def abortConnection(self) -> None:
+            self.loseConnection()
+
+    def frame(obj: dict[str, Any]) -> bytes:
+        body = json.dumps(obj, separators=(",", ":")).encode()
+        return struct.pack(">I", len(body)) + body
+
+    clock = Clock()
+    clock.advance(time.time())
+    secret = os.urandom(32)
+    hub = Hub(clock, InMemoryDeviceDirectory())
+    ids = itertools.count(1)
+    factory = LocalPushFactory(
+        settings=SessionSettings(rate_per_s=1e9, rate_burst=10**9),
+        secret=secret,
+        hub=hub,
+        clock=clock,
+        id_factory=lambda: f"id-{next(ids)}",
+    )
+    with tempfile.TemporaryDirectory(prefix="lpbench-") as tmp:
+        cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+        write_self_signed(cert, key)
+        tls = tls_factory(factory, ServerTLS(cert, key))
+    client_ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+
+    def connect(n: int) -> tuple[Any, Transport, SSL.Connection]:
+        """A session past its welcome."""
+        addr = IPv4Address("TCP", "127.0.0.2", 1024 + n)
+        server, tr = tls.buildProtocol(addr), Transport(peerAddress=addr)
+        server.makeConnection(tr)
+        client = SSL.Connection(client_ctx, None)
+        client.set_connect_state()
+        device = f"bench-{n}"
+        hello = {"type": "hello", "v": 1, "device_id": device}
+        hello["token"] = mint_device_token(secret, device, "sip:b@x", now=time.time())
+        for _ in range(20):
+            try:
+                client.do_handshake()
+                if hello:
+                    client.send(frame(hello))
+                    hello = {}
+            except SSL.WantReadError:
+                pass
+            try:
+                server.dataReceived(client.bio_read(1 << 16))
+            except SSL.WantReadError:
+                if not tr.value():
+                    break
+            client.bio_write(tr.value() or b"")
+            tr.clear()
+        return server, tr, client
+
+    def records(client: SSL.Connection, objs: list[dict[str, Any]]) -> list[bytes]:
+        out = []
+        for obj in objs:
+            client.send(frame(obj))
+            out.append(client.bio_read(1 << 16))
+        return out
+
+    def timed(label: str, step: Any, inputs: list[bytes], tr: Transport) -> None:
+        prof = cProfile.Profile() if profile else None
+        gc.collect()
+        gc.disable()
+        t0 = time.process_time()
+        if prof is not None:
+            prof.enable()
+        for data in inputs:
+            step(data)
+            tr.clear()
+        if prof is not None:
+            prof.disable()
+        cpu = time.process_time() - t0
+        gc.enable()
+        print(f"{label}: {cpu / len(inputs) * 1e6:.1f} us of CPU each ({len(inputs)})")
+        if prof is not None:
+            text = io.StringIO()
+            pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(25)
+            print(text.getvalue())
+
+    server, tr, client = connect(0)
+    pings = records(client, [{"type": "ping", "id": f"p-{i}"} for i in range(count)])
+    timed("ping -> pong", server.dataReceived, pings, tr)
+
+    first = next(ids) + 1  # the id the next frame gets
+    acks = records(
+        client, [{"type": "ack", "id": f"id-{first + i}"} for i in range(count)]
+    )
+    call = CallFrame(
+        call_id="c-1",
+        caller=Party(handle="+4930123456", display_name="Bench"),
+        video=False,
+        to="sip:bench@example.com",
+        expires_at=time.time() + 60,
+    )
+    delivered = []
+
+    def deliver(ack: bytes) -> None:
+        hub.deliver("bench-0", call).addCallback(delivered.append)
+        server.dataReceived(ack)
+
+    timed("call delivered and acked", deliver, acks, tr)
+    if sum(r.delivered for r in delivered) != count:
+        raise RuntimeError("not every frame was acked")
+
+    gc.collect()
+    before = len(gc.get_objects())
+    keep = [connect(n) for n in range(1, 501)]
+    gc.collect()
+    per = (len(gc.get_objects()) - before) / len(keep)
+    print(f"GC-tracked objects per open session: {per:.1f} (with the bench's client)")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1046,11 +1191,22 @@ def main() -> int:
         "--write-docs", action="store_true", help="update docs/benchmarks.md"
     )
     p.add_argument("--note", action="append", help="extra line for the report")
+    p.add_argument(
+        "--in-process",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N pings and N delivered calls through the server over memory BIOs in "
+        "this process (no reactor, no sockets): CPU per frame, then exit",
+    )
+    p.add_argument("--profile", action="store_true", help="with --in-process")
     args = p.parse_args()
     if args.command == "_server":
         return run_server(args)
     if args.command == "_client":
         return run_client(args)
+    if args.in_process:
+        return run_in_process(args.in_process, args.profile)
     if args.delivery_sessions is None:
         args.delivery_sessions = min(10_000, args.sessions)
     if (
