@@ -321,7 +321,9 @@ def _apns_credentials(
         ca_file=apns.ca_file,
         client_certificate=client_certificate,
         proxy=parse_proxy(apns.proxy) if apns.proxy else None,
-        request_timeout=apns.request_timeout_s,
+        # ApnsClient times each attempt itself (request_timeout_s, capped by
+        # the push's deadline); a second timer per stream would only cost.
+        request_timeout=None,
         max_queued=apns.max_queued,
     )
     return auth, agent
