@@ -15,6 +15,8 @@ from gateway.localpush.tls import DeviceTLSFactory, ServerTLS
 
 __all__ = ["LocalPushFactory", "tls_factory"]
 
+_DEADLINE_GRID_S = 0.25
+
 
 class LocalPushFactory(Factory):
     """Builds one LocalPushProtocol per accepted connection.
@@ -38,7 +40,9 @@ class LocalPushFactory(Factory):
         self._clock = clock
         self._id_factory = id_factory
         # One timer heap for every session's deadline (timers.py says why).
-        self.timers = SessionTimers(clock)
+        # Idle deadlines on a 1/4 s grid: localpush.md allows the close up to
+        # a second after 2.5 x heartbeat_s; ack timeouts stay exact.
+        self.timers = SessionTimers(clock, grid_s=_DEADLINE_GRID_S)
 
     def set_secret(self, secret: bytes) -> None:
         """A new device-token secret for sessions from now on (SIGHUP);

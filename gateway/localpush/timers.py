@@ -10,12 +10,18 @@ on cold objects per push or pop, once or twice a minute per session.
 GC stops tracking them, and they compare in C), a dict token -> owner, and
 one reactor timer for the earliest deadline. Cancelling drops the token; its
 heap entry is skipped when it surfaces and the heap is compacted when such
-entries pile up. Deadlines fire exactly when due, on the injected clock.
+entries pile up. Deadlines fire when due, on the injected clock.
+
+With ``grid_s``, deadlines further than ``exact_within_s`` ahead (idle
+timeouts, 75 s out) are rounded up to a multiple of ``grid_s``, so that the
+idle checks of thousands of sessions share a few reactor wakeups a second
+instead of one each; near ones (ack timeouts) stay exact.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -40,8 +46,12 @@ class SessionTimers:
     # ones (cancelled and moved deadlines).
     _SLACK = 1024
 
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(
+        self, clock: IReactorTime, *, grid_s: float = 0.0, exact_within_s: float = 5.0
+    ) -> None:
         self._clock = clock
+        self._grid = grid_s
+        self._exact_within = exact_within_s
         self._heap: list[tuple[float, int]] = []
         self._owners: dict[int, DeadlineOwner] = {}
         self._next_token = 0
@@ -54,8 +64,11 @@ class SessionTimers:
         return len(self._owners)
 
     def set(self, owner: DeadlineOwner, at: float) -> int:
-        """Call ``owner.on_deadline()`` once at clock time ``at``; returns a
-        token for ``cancel`` (never 0, so 0 can mean "none")."""
+        """Call ``owner.on_deadline()`` once at clock time ``at`` (or on the
+        grid after it); returns a token for ``cancel`` (never 0: "none")."""
+        grid = self._grid
+        if grid and at - self._clock.seconds() > self._exact_within:
+            at = math.ceil(at / grid) * grid
         self._next_token += 1
         token = self._next_token
         self._owners[token] = owner

@@ -218,6 +218,21 @@ def test_idle_session_goaway() -> None:
     assert w.listener.calls[-1] == ("down", DEVICE, "idle")
 
 
+def test_idle_close_on_the_quarter_second_grid() -> None:
+    """Idle deadlines share a 1/4 s grid: goaway idle never comes before
+    2.5 x heartbeat_s without a frame, and at most 0.25 s after it."""
+    w = World(heartbeat_s=30)
+    w.clock.advance(0.1)
+    _proto, tr = w.device()  # last frame at T0 + 0.1: idle at T0 + 75.1
+    w.clock.advance(10.15)  # the handshake timer's grid point: it re-arms
+    w.clock.advance(64.85)
+    assert w.clock.seconds() >= T0 + 75.1
+    assert tr.value() == b"" and not tr.disconnecting
+    w.clock.advance(0.15)
+    assert out(tr) == [{"type": "goaway", "reason": "idle", "reconnect_after_ms": 0}]
+    assert w.clock.seconds() - (T0 + 75.1) <= 0.25
+
+
 def test_rate_limited_storm() -> None:
     """An ack storm: error rate_limited, connection closed, session down."""
     w = World()

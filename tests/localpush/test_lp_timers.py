@@ -184,3 +184,32 @@ def test_matches_one_delayed_call_each(ops: list[tuple[str, int, float]]) -> Non
     clock.advance(100)
     model_clock.advance(100)
     assert [o.fired for o in owners] == [m.fired for m in models]
+
+
+def test_far_deadlines_on_the_grid() -> None:
+    """With grid_s, a deadline beyond exact_within_s fires at the next grid
+    point (never before it is due); a near one fires exactly."""
+    clock = Clock()
+    clock.advance(1000.1)
+    timers = SessionTimers(clock, grid_s=0.25, exact_within_s=5.0)
+    far, near = Owner(clock), Owner(clock)
+    timers.set(far, 1075.1)
+    timers.set(near, 1003.1)
+    clock.advance(3.0)
+    assert near.fired == [1003.1]
+    clock.advance(1075.1 - clock.seconds())
+    assert far.fired == []
+    clock.advance(1075.25 - clock.seconds())
+    assert far.fired == [1075.25]
+
+
+def test_many_far_deadlines_share_a_wakeup() -> None:
+    """Idle deadlines spread over a quarter second fire in one reactor run."""
+    clock = Clock()
+    timers = SessionTimers(clock, grid_s=0.25)
+    owners = [Owner(clock) for _ in range(50)]
+    for i, owner in enumerate(owners):
+        timers.set(owner, 75.0 + i * 0.004)
+    assert len(clock.getDelayedCalls()) == 1
+    clock.advance(75.25)
+    assert all(o.fired == [75.25] for o in owners)
