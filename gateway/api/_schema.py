@@ -352,17 +352,28 @@ class _Compiler:
         return obj
 
 
+def _matching(
+    options: list[Check], value: Any, path: str | None, enough: int
+) -> tuple[int, SchemaError | None]:
+    """How many options accept ``value`` (counting stops at ``enough``), and
+    the first option's error."""
+    matched = 0
+    first: SchemaError | None = None
+    for option in options:
+        try:
+            option(value, path)
+        except SchemaError as e:
+            first = first or e
+        else:
+            matched += 1
+            if matched >= enough:
+                break
+    return matched, first
+
+
 def _one_of(options: list[Check]) -> Check:
     def one_of(value: Any, path: str | None) -> None:
-        matched = 0
-        first: SchemaError | None = None
-        for option in options:
-            try:
-                option(value, path)
-            except SchemaError as e:
-                first = first or e
-            else:
-                matched += 1
+        matched, first = _matching(options, value, path, len(options))
         if matched == 1:
             return
         if matched == 0 and first is not None:
@@ -374,15 +385,8 @@ def _one_of(options: list[Check]) -> Check:
 
 def _any_of(options: list[Check]) -> Check:
     def any_of(value: Any, path: str | None) -> None:
-        first: SchemaError | None = None
-        for option in options:
-            try:
-                option(value, path)
-            except SchemaError as e:
-                first = first or e
-            else:
-                return
-        if first is not None:
+        matched, first = _matching(options, value, path, 1)
+        if matched == 0 and first is not None:
             raise first
 
     return any_of
