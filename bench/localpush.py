@@ -5,7 +5,7 @@
 
 Quick run: ``--sessions 2000 --duration 10 --idle-seconds 10`` (delivery then
 uses min(10000, --sessions) sessions). Comparison switches: ``--plain`` (no
-TLS), ``--server-gc-freeze``, ``--trace-memory N``, ``--profile-idle``.
+TLS), ``--cpython-gc``, ``--trace-memory N``, ``--profile-idle``.
 
 Targets (issue 4): server RSS <= 40 KB per idle TLS session; < 5% of a core with
 20k sessions heartbeating every 30 s; 1,000 calls/s over 10k sessions with
@@ -172,12 +172,12 @@ def run_server(args: argparse.Namespace) -> int:
         gc_stats["gen2"] += info["generation"] == 2
 
     gc.callbacks.append(on_gc)
-    if args.gc_freeze_every > 0:
-        from twisted.internet.task import LoopingCall
+    if not args.cpython_gc:
+        from gateway.config import GcConfig
+        from gateway.gcpolicy import GcPolicy
 
-        # What a gateway could do: keep long-lived session objects out of the
-        # full GC passes, whose pause grows with the number of sessions.
-        LoopingCall(gc.freeze).start(args.gc_freeze_every, now=False)
+        # What the gateway does (Gateway's "gc" service, default [gc]).
+        GcPolicy(reactor, GcConfig()).startService()
     hub = Hub(reactor, NullDirectory())
     counter = Counter()
     hub.add_listener(counter)
@@ -544,7 +544,7 @@ def start_server(
             "--heartbeat", str(heartbeat),
             "--tracemalloc", str(args.trace_memory),
             *(["--plain"] if args.plain else []),
-            *(["--gc-freeze-every", "1"] if args.server_gc_freeze else []),
+            *(["--cpython-gc"] if args.cpython_gc else []),
         ]
     )  # fmt: skip
     server.wait_for("listening", 30)
@@ -706,7 +706,7 @@ def idle_phase(
             "idle_gc_max_pause_ms": round(gcs["max_ms"], 1),
             "idle_gc_total_ms": round(gcs["total_ms"], 1),
             "idle_gc_gen2_runs": gcs["gen2"],
-            "server_gc_freeze": args.server_gc_freeze,
+            "server_cpython_gc": args.cpython_gc,
             "python_heap_per_session_kb": round(
                 heap["python_heap_growth_kb"] / max(1, online), 2
             )
@@ -752,7 +752,7 @@ def delivery_phase(
         result["clients_cpu_share"] = round(mine / elapsed, 3)
         others = box_busy_s() - box0 - mine - (cpu_s(server.pid) - s0)
         result["other_processes_cpu_share"] = round(max(0.0, others / elapsed), 3)
-        result["server_gc_freeze"] = args.server_gc_freeze
+        result["server_cpython_gc"] = args.cpython_gc
         wait = runqueue_wait_s(server.pid) - w0
         result["server_runqueue_wait_share"] = round(wait / elapsed, 3)
         result["client_processes"] = len(clients)
@@ -801,7 +801,7 @@ def markdown(
     notes: list[str],
     *,
     plain: bool = False,
-    gc_freeze: bool = False,
+    cpython_gc: bool = False,
 ) -> str:
     today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -818,7 +818,11 @@ def markdown(
             else "TLS (`ServerTLS`, dev certificate, ECDSA P-256, TLS 1.3)"
         )
         + " on 127.0.0.1, no device persistence (null directory)"
-        + (", server calls `gc.freeze()` every second" if gc_freeze else "")
+        + (
+            ", CPython's default collector (comparison run)"
+            if cpython_gc
+            else ", the gateway's `[gc]` policy (`gateway.gcpolicy`, defaults)"
+        )
         + ". Clients: `gateway.simulator` devices in separate processes on the"
         " same box (they `gc.freeze()` every second). Other processes on the box"
         ' (other sessions\' test runs) are counted as "other CPU".',
@@ -960,7 +964,7 @@ def run_bench(args: argparse.Namespace) -> int:
         delivery,
         notes,
         plain=args.plain,
-        gc_freeze=args.server_gc_freeze,
+        cpython_gc=args.cpython_gc,
     )
     print()
     print(section)
@@ -1127,7 +1131,7 @@ def main() -> int:
     srv.add_argument("--heartbeat", type=int, default=30)
     srv.add_argument("--tracemalloc", type=int, default=0, help="frames to keep")
     srv.add_argument("--plain", action="store_true")
-    srv.add_argument("--gc-freeze-every", type=float, default=0.0)
+    srv.add_argument("--cpython-gc", action="store_true")
     cli = sub.add_parser("_client")
     cli.add_argument("--port", type=int, required=True)
     cli.add_argument("--ca", required=True)
@@ -1175,10 +1179,10 @@ def main() -> int:
         help="cProfile the server during the idle window (inflates its CPU)",
     )
     p.add_argument(
-        "--server-gc-freeze",
+        "--cpython-gc",
         action="store_true",
-        help="gc.freeze() in the server every second (not what the gateway "
-        "does today; shows the cost of full GC passes)",
+        help="server with CPython's default collector instead of the "
+        "gateway's [gc] policy (shows the cost of full GC passes)",
     )
     p.add_argument(
         "--plain",
