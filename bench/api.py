@@ -660,12 +660,14 @@ def section(args: argparse.Namespace, summary: dict[str, Any]) -> str:
     ok_tp = tp["rate"] >= 1000
     ok_lat = lat["p99_ms"] <= 20
     gc_note = (
-        "The gateway froze its start-up heap (`Gateway.startService` calls"
-        " `gc.freeze()`) and, with `--gc-freeze`, also ran with"
-        " `gc.set_threshold(20000, 50, 100)`."
-        if args.gc_freeze
-        else "The gateway froze its start-up heap (`Gateway.startService` calls"
-        " `gc.freeze()`); default collector thresholds."
+        "The gateway ran its `[gc]` policy (`gateway.gcpolicy`, defaults:"
+        " survivors frozen every second, gen-0 threshold 10,000)"
+        + (
+            " and, with `--gc-freeze`, the bench's own"
+            " `gc.set_threshold(20000, 50, 100)` on top."
+            if args.gc_freeze
+            else "."
+        )
     )
     return (
         f"""## API
