@@ -221,27 +221,22 @@ def simple_frame(data: bytes, max_frame: int) -> tuple[bytes, bytes] | None:
     return m[4], m[3]
 
 
+def _encode_simple(head: bytes, frame_id: bytes) -> bytes:
+    """The frame ``head`` + id + ``"}``, byte for byte what ``encode_frame`` writes."""
+    return _HEADER.pack(len(head) + len(frame_id) + 2) + head + frame_id + _ID_TAIL
+
+
 def encode_pong(ping_id: bytes) -> bytes:
     """``encode_frame({"type": "pong", "id": id})`` for an id from ``simple_frame``.
 
     Never longer than the ping it answers, so within ``max_frame``.
     """
-    return (
-        _HEADER.pack(len(_PONG_HEAD) + len(ping_id) + 2)
-        + _PONG_HEAD
-        + ping_id
-        + _ID_TAIL
-    )
+    return _encode_simple(_PONG_HEAD, ping_id)
 
 
 def encode_ping(ping_id: bytes) -> bytes:
     """``encode_frame({"type": "ping", "id": id})`` for an id of the simple kind."""
-    return (
-        _HEADER.pack(len(_PING_HEAD) + len(ping_id) + 2)
-        + _PING_HEAD
-        + ping_id
-        + _ID_TAIL
-    )
+    return _encode_simple(_PING_HEAD, ping_id)
 
 
 def format_time(t: float) -> str:
