@@ -64,18 +64,22 @@ class FakeGc:
 FREEZE = [("collect", 2), ("freeze",)]
 
 
+def _started(config: GcConfig) -> tuple[task.Clock, FakeGc, GcPolicy]:
+    """A policy on a fake clock and a recording collector, started."""
+    clock = task.Clock()
+    fake = FakeGc()
+    policy = GcPolicy(clock, config, fake.collector())
+    policy.startService()
+    return clock, fake, policy
+
+
 def test_schedule_freezes_at_start_and_every_interval_and_sweeps() -> None:
     """Start: larger gen-0 threshold, collect + freeze; then a freeze every
     freeze_interval_s and an unfreeze/collect/freeze sweep every
     full_interval_s; stop puts the threshold back and stops both."""
-    clock = task.Clock()
-    fake = FakeGc()
-    policy = GcPolicy(
-        clock,
-        GcConfig(freeze_interval_s=1.0, full_interval_s=10.0, gen0_threshold=5000),
-        fake.collector(),
+    clock, fake, policy = _started(
+        GcConfig(freeze_interval_s=1.0, full_interval_s=10.0, gen0_threshold=5000)
     )
-    policy.startService()
     assert fake.take() == [("threshold", 5000, 10, 10), *FREEZE]
     clock.advance(1.0)
     assert fake.take() == FREEZE
@@ -95,14 +99,9 @@ def test_schedule_freezes_at_start_and_every_interval_and_sweeps() -> None:
 
 def test_zero_turns_steps_off() -> None:
     """0 for both intervals and the threshold: only the start-up freeze."""
-    clock = task.Clock()
-    fake = FakeGc()
-    policy = GcPolicy(
-        clock,
-        GcConfig(freeze_interval_s=0, full_interval_s=0, gen0_threshold=0),
-        fake.collector(),
+    clock, fake, policy = _started(
+        GcConfig(freeze_interval_s=0, full_interval_s=0, gen0_threshold=0)
     )
-    policy.startService()
     assert fake.take() == FREEZE
     assert clock.getDelayedCalls() == []
     policy.stopService()
