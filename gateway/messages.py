@@ -10,21 +10,23 @@ when SIP answers 202.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gateway.apns import message_payload
 from gateway.calls.dispatcher import LocalPushPath, PushPath
 from gateway.directory import stored_message
 from gateway.localpush.hub import DeliveryResult
+from gateway.observers import guard
 from gateway.store import Device, DeviceStore, PendingMessage
 from gateway.targets import alert_for, resolve_targets
 
-__all__ = ["MessageRequest", "MessageResult", "Messenger"]
+__all__ = ["MessageObserver", "MessageRequest", "MessageResult", "Messenger"]
 
 
 @attrs.frozen
@@ -45,6 +47,20 @@ class MessageResult:
 
     message_id: str
     device_ids: tuple[str, ...]
+
+
+class MessageObserver(Protocol):
+    """Hears how every ``Messenger.send`` ended, SIP and API alike (metrics,
+    webhooks)."""
+
+    def message_stored(self, message_id: str, device_ids: tuple[str, ...]) -> None:
+        """Every copy is durable (SIP answers 202 now)."""
+
+    def message_failed(self, message_id: str) -> None:
+        """Storing the message failed."""
+
+    def message_no_devices(self) -> None:
+        """The request named no device to send to (SIP 404)."""
 
 
 class Messenger:
@@ -70,12 +86,19 @@ class Messenger:
         self._ttl_s = ttl_s
         self._ack_timeout_s = ack_timeout_s
         self._bundle_id = bundle_id
+        self._observers: list[MessageObserver] = []
+
+    def add_observer(self, observer: MessageObserver) -> None:
+        """Tell ``observer`` how each message from now on ends."""
+        self._observers.append(observer)
 
     def send(self, request: MessageRequest) -> Deferred[MessageResult] | None:
         """None if the request has no devices (SIP 404)."""
         now = self._clock.seconds()
         devices = resolve_targets(self._registry, now, request.aor, request.device_ids)
         if not devices:
+            for observer in self._observers:
+                guard(self.log, "message_no_devices", observer.message_no_devices)
             return None
         message_id = request.message_id or str(uuid.uuid4())
         stored: list[tuple[str, Device | None, PendingMessage | None]] = []
@@ -100,7 +123,25 @@ class Messenger:
         d: Deferred[Any] = gatherResults(writes, consumeErrors=True)
         d.addCallback(lambda _: self._deliver(request, stored))
         d.addCallback(lambda _: result)
+        if self._observers:
+            d.addCallbacks(self._stored, self._failed, errbackArgs=(message_id,))
         return d
+
+    def _stored(self, result: MessageResult) -> MessageResult:
+        for observer in self._observers:
+            guard(
+                self.log,
+                "message_stored",
+                observer.message_stored,
+                result.message_id,
+                result.device_ids,
+            )
+        return result
+
+    def _failed(self, failure: Failure, message_id: str) -> Failure:
+        for observer in self._observers:
+            guard(self.log, "message_failed", observer.message_failed, message_id)
+        return failure
 
     def _deliver(
         self,

@@ -7,21 +7,25 @@ Labels are closed sets (outcome, path, reason from Apple's table, SIP
 method): never a device id, token or AOR. Values outside a set count as
 ``other``.
 
-Most numbers are observed without touching the code that produces them:
+Numbers are observed without the producing code knowing about Prometheus:
+``Metrics`` implements each module's typed observer hook and ``instrument``
+only registers it, so every caller (SIP and API alike) is measured:
 
-- a hub ``SessionListener`` counts sessions opened and closed;
-- a collector reads ``hub.online_count``, ``dispatcher.active_count`` and
-  ``ApnsClient.stats``/``in_flight``/``queued`` at scrape time;
-- ``instrument`` wraps a few bound methods on the gateway's instances
-  (``dispatcher.start``, ``hub.deliver``, ``apns.push``, ``messenger.send``
-  and the registry's writes) so that every caller, SIP and API alike, is
-  measured. Those wrappers are a stop-gap until the modules grow explicit
-  hooks; they only observe and always pass results through unchanged.
+- ``Hub``: ``SessionListener`` (sessions opened and closed) and
+  ``FrameObserver`` (each frame's result and ack time);
+- ``Dispatcher``: ``CallObserver`` (calls started, time to first ring,
+  outcome and per-device path at the end);
+- ``ApnsClient``: ``PushObserver`` (each push's final outcome);
+- ``Messenger``: ``MessageObserver`` (stored, failed, no devices);
+- ``Registry``: ``WriteObserver`` (each write's duration or failure);
+- ``SipApplication``: ``RequestObserver`` (new requests by method;
+  retransmissions are absorbed by the transaction layer first).
 
-SIP requests are counted by method through a wrapper on the SIP
-application's ``handle`` (new requests only: retransmissions are absorbed by
-the transaction layer); responses by code and the server's event counters
-are read from ``SipServer.responses``/``stats``.
+The modules call observers through ``gateway.observers.guard`` (the
+dispatcher through its ``_notify``, which names the call), so a bug here is
+logged and never breaks a call, delivery, push or write. A collector reads
+``hub.online_count``, ``dispatcher.active_count``, ``ApnsClient.stats``/
+``in_flight``/``queued`` and ``SipServer.responses``/``stats`` at scrape time.
 
 Cost per event: ``metric.labels(...)`` costs more than the increment it
 precedes, so every labelled metric is read through a ``_Children`` dict
@@ -32,16 +36,13 @@ one ``inc``/``observe``.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
 from gateway.apns import (
     APNS_ERRORS,
@@ -55,15 +56,9 @@ from gateway.localpush.hub import DeliveryResult, SessionInfo
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
-    from gateway.calls.dispatcher import ActiveCall, CallListener, CallRequest
+    from gateway.calls.dispatcher import ActiveCall
 
-__all__ = [
-    "CallObserver",
-    "Instrumentation",
-    "MessageObserver",
-    "Metrics",
-    "instrument",
-]
+__all__ = ["Instrumentation", "Metrics", "instrument"]
 
 # Closed label sets.
 SESSION_CLOSE_REASONS = frozenset(
@@ -159,27 +154,19 @@ class _Children(dict[Any, Any]):
         return child
 
 
-class CallObserver(Protocol):
-    """Hears of every call the dispatcher starts (SIP and API alike)."""
-
-    def call_started(self, call: ActiveCall) -> None: ...
-
-    def call_ringing(self, call: ActiveCall) -> None: ...
-
-    def call_ended(self, call: ActiveCall) -> None: ...
-
-
-class MessageObserver(Protocol):
-    """Hears of every message once it is stored (SIP and API alike)."""
-
-    def message_stored(self, message_id: str, device_ids: tuple[str, ...]) -> None: ...
-
-
 class Metrics:
-    """Every metric of one gateway, in its own registry."""
+    """Every metric of one gateway, in its own registry; the observer of
+    each part that ``instrument`` wires up."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        clock: IReactorTime | None = None,
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        # Times the ring (``instrument`` sets the gateway's reactor).
+        self.clock = clock
         r = self.registry
         self.sessions_opened = Counter(
             "voipgw_sessions_opened",
@@ -285,6 +272,8 @@ class Metrics:
         self._api_requests = _Children(self.api_requests)
         self._api_seconds = _Children(self.api_seconds)
         self._webhooks = _Children(self.webhooks)
+        self._store_seconds = _Children(self.store_seconds)
+        self._store_failures = _Children(self.store_failures)
 
     # -- hooks for components -------------------------------------------------
 
@@ -325,6 +314,18 @@ class Metrics:
             reason = _bounded(reason, APNS_REASONS)
         self._apns_responses[status, reason].inc()
 
+    # -- Dispatcher CallObserver ---------------------------------------------
+
+    def call_started(self, call: ActiveCall) -> None:
+        """Count a started call."""
+        self.calls_started.inc()
+
+    def call_ringing(self, call: ActiveCall) -> None:
+        """Time from the call's start to its first ring (once per call)."""
+        if self.clock is not None:
+            elapsed = self.clock.seconds() - call.machine.started_at
+            self.ringing_seconds.observe(max(0.0, elapsed))
+
     def call_ended(self, call: ActiveCall) -> None:
         """Count a call's outcome and, per device, the path that reached it."""
         self._calls[_bounded(call.machine.outcome or "", CALL_OUTCOMES)].inc()
@@ -338,7 +339,35 @@ class Metrics:
             )
             deliveries[key].inc()
 
-    def frame_result(self, frame: str, result: DeliveryResult, seconds: float) -> None:
+    # -- Messenger MessageObserver --------------------------------------------
+
+    def message_stored(self, message_id: str, device_ids: tuple[str, ...]) -> None:
+        """Count a stored message."""
+        self._messages["stored"].inc()
+
+    def message_failed(self, message_id: str) -> None:
+        """Count a message that could not be stored."""
+        self._messages["failed"].inc()
+
+    def message_no_devices(self) -> None:
+        """Count a message with no device to go to."""
+        self._messages["no_devices"].inc()
+
+    # -- Registry WriteObserver -----------------------------------------------
+
+    def store_write(self, op: str, seconds: float, ok: bool) -> None:
+        """Time a durable write; count a failed one (``op`` is a write
+        method's name, a closed set: ``STORE_OPS``)."""
+        if ok:
+            self._store_seconds[op].observe(seconds)
+        else:
+            self._store_failures[op].inc()
+
+    # -- Hub FrameObserver ----------------------------------------------------
+
+    def on_frame_result(
+        self, device_id: str, frame: str, result: DeliveryResult, seconds: float
+    ) -> None:
         """Count a local-push frame's fate; time it when acked."""
         if result.delivered:
             self._frames[frame, "acked"].inc()
@@ -420,236 +449,36 @@ class _GatewayCollector(Collector):
             yield from extra()
 
 
-_FRAME_NAMES = {
-    "CallFrame": "call",
-    "CallCancelFrame": "call_cancel",
-    "MessageFrame": "message",
-}
-
-
-class _MeasuredListener:
-    """Wraps a call listener: times the ring, counts the end.
-
-    Holds nothing of a call, so calls with the same listener (every API call
-    has the same one) share one wrapper. The dispatcher reports ringing once
-    per call (``Call`` emits ``Ringing`` only when it first rings).
-    """
-
-    def __init__(
-        self,
-        inner: CallListener,
-        metrics: Metrics,
-        clock: IReactorTime,
-        observers: list[CallObserver],
-    ) -> None:
-        self.inner = inner
-        self._metrics = metrics
-        self._clock = clock
-        self._observers = observers
-
-    def call_ringing(self, call: ActiveCall) -> None:
-        elapsed = self._clock.seconds() - call.machine.started_at
-        self._metrics.ringing_seconds.observe(max(0.0, elapsed))
-        for observer in self._observers:
-            _guarded(observer.call_ringing, call)
-        self.inner.call_ringing(call)
-
-    def call_ended(self, call: ActiveCall) -> None:
-        self._metrics.call_ended(call)
-        for observer in self._observers:
-            _guarded(observer.call_ended, call)
-        self.inner.call_ended(call)
-
-
-_log = Logger(namespace="gateway.metrics")
-
-
-def _guarded(fn: Callable[[ActiveCall], None], call: ActiveCall) -> None:
-    try:
-        fn(call)
-    except Exception:  # noqa: BLE001 - an observer's bug must not touch the call
-        _log.failure("Call observer failed for {call_id}", call_id=call.call_id)
-
-
 class Instrumentation:
-    """What ``instrument`` installed: the metrics and the call observers."""
+    """What ``instrument`` installed: the metrics and the scrape collector."""
 
     def __init__(self, metrics: Metrics, collector: _GatewayCollector) -> None:
         self.metrics = metrics
         self.collector = collector
-        self.call_observers: list[CallObserver] = []
-        self.message_observers: list[MessageObserver] = []
 
 
 def instrument(gateway: Gateway, metrics: Metrics | None = None) -> Instrumentation:
-    """Measure a built gateway; returns the metrics and an observer list.
+    """Register ``metrics`` as the observer of each part of a built gateway.
 
-    Call once, after ``build_service`` assembled the parts.
+    Call once, after ``build_service`` assembled the parts. Other observers
+    (webhooks) register on the parts themselves.
     """
     metrics = metrics or Metrics()
+    if metrics.clock is None:
+        metrics.clock = gateway.reactor
     collector = _GatewayCollector(gateway)
     metrics.registry.register(collector)
-    result = Instrumentation(metrics, collector)
-    clock: IReactorTime = gateway.reactor
     if gateway.hub is not None:
         gateway.hub.add_listener(metrics)
-        _wrap_deliver(gateway.hub, metrics, clock)
+        gateway.hub.add_frame_observer(metrics)
     if gateway.dispatcher is not None:
-        _wrap_start(gateway.dispatcher, metrics, clock, result.call_observers)
+        gateway.dispatcher.add_observer(metrics)
     if gateway.apns is not None:
-        _wrap_push(gateway.apns, metrics)
+        gateway.apns.add_observer(metrics)
     if gateway.messenger is not None:
-        _wrap_send(gateway.messenger, metrics, result.message_observers)
+        gateway.messenger.add_observer(metrics)
     if gateway.sip is not None and gateway.sip.app is not None:
-        _wrap_sip(gateway.sip.app, metrics)
+        gateway.sip.app.add_observer(metrics)
     if gateway.registry is not None:
-        for op in STORE_OPS:
-            _wrap_write(gateway.registry, op, metrics, clock)
-    return result
-
-
-def _wrap_start(
-    dispatcher: Any,
-    metrics: Metrics,
-    clock: IReactorTime,
-    observers: list[CallObserver],
-) -> None:
-    start = dispatcher.start
-    # The last wrapper made: API calls all pass the same listener. (A SIP
-    # call's own listener stays referenced until the next call replaces it.)
-    last: list[_MeasuredListener] = []
-
-    @functools.wraps(start)
-    def measured_start(request: CallRequest, listener: CallListener) -> Any:
-        if last and last[0].inner is listener:
-            wrapped = last[0]
-        else:
-            wrapped = _MeasuredListener(listener, metrics, clock, observers)
-            last[:] = [wrapped]
-        call = start(request, wrapped)
-        if call is not None:
-            metrics.calls_started.inc()
-            for observer in observers:
-                _guarded(observer.call_started, call)
-        return call
-
-    setattr(dispatcher, "start", measured_start)  # noqa: B010 - instance override
-
-
-def _wrap_sip(app: Any, metrics: Metrics) -> None:
-    handle = app.handle
-
-    @functools.wraps(handle)
-    def counted(key: Any, request: Any, *args: Any) -> Any:
-        metrics.sip_request(str(request.method))
-        return handle(key, request, *args)
-
-    setattr(app, "handle", counted)  # noqa: B010 - instance override
-
-
-def _wrap_deliver(hub: Any, metrics: Metrics, clock: IReactorTime) -> None:
-    deliver = hub.deliver
-
-    @functools.wraps(deliver)
-    def measured_deliver(
-        device_id: str, spec: Any, ack_timeout: float | None = None
-    ) -> Deferred[DeliveryResult]:
-        began = clock.seconds()
-        frame = _FRAME_NAMES.get(type(spec).__name__, "other")
-        d: Deferred[DeliveryResult] = deliver(device_id, spec, ack_timeout)
-        return d.addCallback(_frame_seen, metrics, clock, frame, began)
-
-    setattr(hub, "deliver", measured_deliver)  # noqa: B010 - instance override
-
-
-# Callbacks take their state as arguments rather than closing over it: a
-# closure per event is a function, a tuple and a cell per variable for the
-# collector to track; arguments are one tuple.
-
-
-def _frame_seen(
-    result: DeliveryResult,
-    metrics: Metrics,
-    clock: IReactorTime,
-    frame: str,
-    began: float,
-) -> DeliveryResult:
-    metrics.frame_result(frame, result, clock.seconds() - began)
-    return result
-
-
-def _outcome_seen(outcome: Outcome, metrics: Metrics) -> Outcome:
-    metrics.apns_outcome(outcome)
-    return outcome
-
-
-def _wrap_push(apns: Any, metrics: Metrics) -> None:
-    push = apns.push
-
-    @functools.wraps(push)
-    def measured_push(notification: Any) -> Deferred[Outcome]:
-        d: Deferred[Outcome] = push(notification)
-        return d.addCallback(_outcome_seen, metrics)
-
-    setattr(apns, "push", measured_push)  # noqa: B010 - instance override
-
-
-def _wrap_send(
-    messenger: Any, metrics: Metrics, observers: list[MessageObserver]
-) -> None:
-    send = messenger.send
-
-    @functools.wraps(send)
-    def measured_send(request: Any) -> Any:
-        d = send(request)
-        if d is None:
-            metrics.message("no_devices")
-            return None
-
-        def stored(result: Any) -> Any:
-            metrics.message("stored")
-            for observer in observers:
-                try:
-                    observer.message_stored(result.message_id, result.device_ids)
-                except Exception:  # noqa: BLE001 - must not fail the message
-                    _log.failure("Message observer failed")
-            return result
-
-        def failed(failure: Any) -> Any:
-            metrics.message("failed")
-            return failure
-
-        return d.addCallbacks(stored, failed)
-
-    setattr(messenger, "send", measured_send)  # noqa: B010 - instance override
-
-
-def _wrap_write(registry: Any, op: str, metrics: Metrics, clock: IReactorTime) -> None:
-    write = getattr(registry, op, None)
-    if write is None:
-        return
-    histogram = metrics.store_seconds.labels(op)
-    failures = metrics.store_failures.labels(op)
-
-    @functools.wraps(write)
-    def measured(*args: Any) -> Any:
-        began = clock.seconds()
-        d: Deferred[Any] = write(*args)
-        return d.addCallbacks(
-            _write_done,
-            _write_failed,
-            callbackArgs=(histogram, clock, began),
-            errbackArgs=(failures,),
-        )
-
-    setattr(registry, op, measured)
-
-
-def _write_done(result: Any, histogram: Any, clock: IReactorTime, began: float) -> Any:
-    histogram.observe(clock.seconds() - began)
-    return result
-
-
-def _write_failed(failure: Any, failures: Any) -> Any:
-    failures.inc()
-    return failure
+        gateway.registry.add_write_observer(metrics)
+    return Instrumentation(metrics, collector)

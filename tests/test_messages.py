@@ -6,7 +6,9 @@ import json
 
 import pytest
 from gw_fakes import FakeApns, FakeHub
+from twisted.internet.defer import fail
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.devicetoken import DeviceClaims
@@ -17,6 +19,30 @@ from gateway.messages import MessageRequest, MessageResult, Messenger
 from gateway.store import Binding, Device, MemoryPersister, Registry
 
 AOR = "sip:bob@example.com"
+
+
+class _MessageRecorder:
+    """A ``MessageObserver`` that records, and raises when told to."""
+
+    def __init__(self, raises: bool = False) -> None:
+        self.raises = raises
+        self.heard: list[tuple[str, str | None, tuple[str, ...] | None]] = []
+
+    def _heard(
+        self, what: str, message_id: str | None, device_ids: tuple[str, ...] | None
+    ) -> None:
+        self.heard.append((what, message_id, device_ids))
+        if self.raises:
+            raise RuntimeError("observer bug")
+
+    def message_stored(self, message_id: str, device_ids: tuple[str, ...]) -> None:
+        self._heard("stored", message_id, device_ids)
+
+    def message_failed(self, message_id: str) -> None:
+        self._heard("failed", message_id, None)
+
+    def message_no_devices(self) -> None:
+        self._heard("no_devices", None, None)
 
 
 class MessengerTests(SynchronousTestCase):
@@ -67,6 +93,33 @@ class MessengerTests(SynchronousTestCase):
         payload = json.loads(alert.payload)
         assert payload["aps"]["alert"]["loc-key"] == "INCOMING_MESSAGE"
         assert payload["aps"]["alert"]["body"] == "hi"
+
+    def test_observers_hear_stored_failed_and_no_devices(self) -> None:
+        """Observers hear each send's end; one that raises is logged and the
+        caller still gets its result (or failure) unchanged."""
+        broken, recorder = _MessageRecorder(raises=True), _MessageRecorder()
+        self.messenger.add_observer(broken)
+        self.messenger.add_observer(recorder)
+        with capturedLogs() as events:
+            result = self._send(self.request)
+            assert self.messenger.send(MessageRequest("x", "y", aor="sip:no@x")) is None
+            self.registry.add_message = lambda m: fail(RuntimeError("disk"))  # type: ignore[method-assign]
+            d = self.messenger.send(MessageRequest("x", "y", message_id="m2", aor=AOR))
+            assert d is not None
+            self.failureResultOf(d)
+        expected = [
+            ("stored", result.message_id, result.device_ids),
+            ("no_devices", None, None),
+            ("failed", "m2", None),
+        ]
+        assert recorder.heard == broken.heard == expected
+        failures = [e for e in events if "log_failure" in e]
+        assert [e["what"] for e in failures] == [
+            "message_stored",
+            "message_no_devices",
+            "message_failed",
+        ]
+        assert len(self.flushLoggedErrors(RuntimeError)) == 3  # the observer's
 
     def test_unacked_frame_falls_back_to_alert(self) -> None:
         """No ack in time: the message stays stored and an alert goes out."""

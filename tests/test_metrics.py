@@ -1,15 +1,13 @@
-"""gateway.metrics without a gateway: labelled children bound once, and the
-run-time wrappers of ``instrument`` on stand-in parts."""
+"""gateway.metrics without a gateway: labelled children bound once, the
+observer hooks ``Metrics`` implements, and ``instrument`` wiring them up."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
-from gateway.localpush.frames import CallFrame, Party
 from gateway.localpush.hub import DeliveryResult
 from gateway.metrics import Metrics, instrument
 
@@ -37,30 +35,16 @@ def test_api_requests_bind_each_label_set_once() -> None:
     )
 
 
-class _Dispatcher:
-    """Records the listener each call was started with."""
+class _Part:
+    """A stand-in gateway part: records which observers registered on it."""
 
     def __init__(self) -> None:
-        self.listeners: list[Any] = []
+        self.added: list[tuple[str, Any]] = []
 
-    def start(self, request: Any, listener: Any) -> Any:
-        self.listeners.append(listener)
-        return SimpleNamespace(
-            call_id=f"c{len(self.listeners)}",
-            machine=SimpleNamespace(started_at=0.0, outcome="cancelled"),
-            device_states=lambda: {"d1": {"status": "local;acked"}},
-        )
-
-
-class _Listener:
-    def __init__(self) -> None:
-        self.heard: list[str] = []
-
-    def call_ringing(self, call: Any) -> None:
-        self.heard.append("ringing " + call.call_id)
-
-    def call_ended(self, call: Any) -> None:
-        self.heard.append("ended " + call.call_id)
+    def __getattr__(self, name: str) -> Any:
+        if not name.startswith("add_"):
+            raise AttributeError(name)
+        return lambda observer: self.added.append((name, observer))
 
 
 def _gateway(clock: Clock, **parts: Any) -> Any:
@@ -68,65 +52,80 @@ def _gateway(clock: Clock, **parts: Any) -> Any:
     return SimpleNamespace(reactor=clock, **{n: parts.get(n) for n in names})
 
 
-def test_calls_with_one_listener_share_one_measured_wrapper() -> None:
-    """API calls all pass the same listener: one wrapper serves them; another
-    listener gets its own. Rings are timed and ends counted per call."""
+def test_instrument_registers_metrics_on_each_part() -> None:
+    """``instrument`` only wires up: the metrics observe every part through
+    its hook, and time rings on the gateway's clock."""
     clock = Clock()
-    dispatcher = _Dispatcher()
-    metrics = instrument(_gateway(clock, dispatcher=dispatcher)).metrics
-    shared, other = _Listener(), _Listener()
-    calls = [dispatcher.start(None, shared) for _ in range(2)]
-    calls.append(dispatcher.start(None, other))
-    first, second, third = dispatcher.listeners
-    assert first is second and third is not first
+    hub, dispatcher, apns, messenger, app, registry = (_Part() for _ in range(6))
+    gateway = _gateway(
+        clock,
+        hub=hub,
+        dispatcher=dispatcher,
+        apns=apns,
+        messenger=messenger,
+        sip=SimpleNamespace(app=app),
+        registry=registry,
+    )
+    metrics = instrument(gateway).metrics
+    assert metrics.clock is clock
+    assert hub.added == [("add_listener", metrics), ("add_frame_observer", metrics)]
+    assert dispatcher.added == [("add_observer", metrics)]
+    assert apns.added == messenger.added == app.added == dispatcher.added
+    assert registry.added == [("add_write_observer", metrics)]
+
+
+def _call(call_id: str, outcome: str) -> Any:
+    return SimpleNamespace(
+        call_id=call_id,
+        machine=SimpleNamespace(started_at=0.0, outcome=outcome),
+        device_states=lambda: {"d1": {"status": "local;acked"}},
+    )
+
+
+def test_call_hooks_count_starts_time_rings_and_count_ends() -> None:
+    """Started calls are counted, rings timed from the call's start, ends
+    counted by outcome and per device by path and result."""
+    clock = Clock()
+    metrics = Metrics(clock=clock)
+    calls = [_call("c1", "cancelled"), _call("c2", "cancelled")]
+    for call in calls:
+        metrics.call_started(call)
     clock.advance(0.5)
-    for call, wrapper in zip(calls, dispatcher.listeners, strict=True):
-        wrapper.call_ringing(call)
-        wrapper.call_ended(call)
-    assert shared.heard == ["ringing c1", "ended c1", "ringing c2", "ended c2"]
-    assert other.heard == ["ringing c3", "ended c3"]
-    assert _value(metrics, "voipgw_calls_started_total") == 3
-    assert _value(metrics, "voipgw_call_ringing_seconds_count") == 3
-    assert _value(metrics, "voipgw_call_ringing_seconds_sum") == 1.5
-    assert _value(metrics, "voipgw_calls_total", outcome="cancelled") == 3
+    for call in calls:
+        metrics.call_ringing(call)
+        metrics.call_ended(call)
+    assert _value(metrics, "voipgw_calls_started_total") == 2
+    assert _value(metrics, "voipgw_call_ringing_seconds_count") == 2
+    assert _value(metrics, "voipgw_call_ringing_seconds_sum") == 1.0
+    assert _value(metrics, "voipgw_calls_total", outcome="cancelled") == 2
     delivered = {"path": "local", "result": "acked"}
-    assert _value(metrics, "voipgw_call_deliveries_total", **delivered) == 3
+    assert _value(metrics, "voipgw_call_deliveries_total", **delivered) == 2
 
 
-def test_frames_and_store_writes_are_measured_and_passed_through() -> None:
-    """The deliver and registry-write wrappers time and count, and hand the
-    result (or failure) on unchanged."""
-    clock = Clock()
-    pending: Deferred[DeliveryResult] = Deferred()
-    hub = SimpleNamespace(
-        deliver=lambda device_id, spec, ack_timeout=None: pending,
-        add_listener=lambda listener: None,
-    )
-    registry = SimpleNamespace(
-        put_device=lambda device: succeed("stored"),
-        delete_device=lambda device_id: fail(RuntimeError("disk")),
-    )
-    metrics = instrument(_gateway(clock, hub=hub, registry=registry)).metrics
-    got: list[Any] = []
-    frame = CallFrame(
-        call_id="c1",
-        caller=Party(handle="1", display_name=None),
-        video=False,
-        to="sip:bob@example.com",
-        expires_at=5.0,
-    )
-    hub.deliver("d1", frame, 5.0).addCallback(got.append)
-    clock.advance(0.25)
-    pending.callback(DeliveryResult(delivered=True))
-    assert got == [DeliveryResult(delivered=True)]
+def test_frame_store_and_message_hooks() -> None:
+    """Frames are counted by result and timed when acked; writes timed when
+    durable and counted when failed; messages counted by result."""
+    metrics = Metrics()
+    metrics.on_frame_result("d1", "call", DeliveryResult(delivered=True), 0.25)
+    lost = DeliveryResult(delivered=False, reason="ack_timeout")
+    metrics.on_frame_result("d1", "message", lost, 3.0)
     acked = {"frame": "call", "result": "acked"}
     assert _value(metrics, "voipgw_localpush_frames_total", **acked) == 1
     assert _value(metrics, "voipgw_localpush_ack_seconds_sum", frame="call") == 0.25
-    stored: list[Any] = []
-    registry.put_device("x").addCallback(stored.append)
-    failed: list[Any] = []
-    registry.delete_device("x").addErrback(failed.append)
-    assert stored == ["stored"]
-    assert failed[0].check(RuntimeError)
+    timed_out = {"frame": "message", "result": "ack_timeout"}
+    assert _value(metrics, "voipgw_localpush_frames_total", **timed_out) == 1
+    assert (
+        _value(metrics, "voipgw_localpush_ack_seconds_count", frame="message") is None
+    )
+    metrics.store_write("put_device", 0.002, True)
+    metrics.store_write("delete_device", 0.1, False)
     assert _value(metrics, "voipgw_store_write_seconds_count", op="put_device") == 1
+    assert (
+        _value(metrics, "voipgw_store_write_seconds_count", op="delete_device") is None
+    )
     assert _value(metrics, "voipgw_store_write_failures_total", op="delete_device") == 1
+    metrics.message_stored("m1", ("d1",))
+    metrics.message_failed("m2")
+    metrics.message_no_devices()
+    for result in ("stored", "failed", "no_devices"):
+        assert _value(metrics, "voipgw_messages_total", result=result) == 1

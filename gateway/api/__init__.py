@@ -106,8 +106,10 @@ def make_api_service(
             gateway.reactor, settings, metrics=instrumentation.metrics
         )
         observer = WebhookObserver(sender)
-        instrumentation.call_observers.append(observer)
-        instrumentation.message_observers.append(observer)
+        if gateway.dispatcher is not None:
+            gateway.dispatcher.add_observer(observer)
+        if gateway.messenger is not None:
+            gateway.messenger.add_observer(observer)
     document = load_document()
     api = Api(gateway, document, instrumentation.metrics, apns_probe(gateway))
     resource = ApiResource(api.routes(), keys, document, instrumentation.metrics)

@@ -266,7 +266,8 @@ def _treq_poster(reactor: Any) -> Poster:
 
 
 class WebhookObserver:
-    """Turns calls and messages into webhook events."""
+    """Turns calls and messages into webhook events: a ``CallObserver`` of
+    the dispatcher and a ``MessageObserver`` of the messenger."""
 
     def __init__(self, sender: WebhookSender) -> None:
         self._sender = sender
@@ -284,6 +285,12 @@ class WebhookObserver:
         if self._sender.wants("message.stored"):
             data = {"message_id": message_id, "device_ids": list(device_ids)}
             self._sender.emit("message.stored", data)
+
+    def message_failed(self, message_id: str) -> None:
+        """No webhook event: the sender of the message learns it directly."""
+
+    def message_no_devices(self) -> None:
+        """No webhook event: the sender of the message learns it directly."""
 
     def _call(self, event_type: str, call: ActiveCall) -> None:
         if self._sender.wants(event_type):

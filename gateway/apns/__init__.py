@@ -13,7 +13,12 @@ from gateway.apns._auth import (
     CertificateAuth,
     TokenAuth,
 )
-from gateway.apns._client import ApnsClient, ApnsStats, TokenRejectedCallback
+from gateway.apns._client import (
+    ApnsClient,
+    ApnsStats,
+    PushObserver,
+    TokenRejectedCallback,
+)
 from gateway.apns._outcome import (
     APNS_ERRORS,
     UNKNOWN_REASON,
@@ -65,6 +70,7 @@ __all__ = [
     "Failed",
     "Outcome",
     "Overloaded",
+    "PushObserver",
     "PushType",
     "Retryable",
     "TokenAuth",

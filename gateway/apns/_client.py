@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import random
 import re
+import typing
 from collections import deque
 from collections.abc import Callable, Coroutine
 from http.client import HTTPResponse
@@ -53,8 +54,9 @@ from gateway.apns._payload import (
 )
 from gateway.apns._settings import ApnsSettings
 from gateway.http2 import BytesProducer
+from gateway.observers import guard
 
-__all__ = ["ApnsClient", "ApnsStats", "TokenRejectedCallback"]
+__all__ = ["ApnsClient", "ApnsStats", "PushObserver", "TokenRejectedCallback"]
 
 _T = TypeVar("_T")
 TokenRejectedCallback = Callable[[str, str], object]
@@ -224,6 +226,14 @@ class _Job:
         return self.cancelled or self.shutdown
 
 
+class PushObserver(typing.Protocol):
+    """Hears each push's final outcome once (metrics); cancelled pushes have
+    none."""
+
+    def apns_outcome(self, outcome: Outcome) -> None:
+        """The outcome ``push``'s Deferred fires with."""
+
+
 class ApnsClient:
     """Sends ``ApnsNotification``s to APNs; see the module docstring."""
 
@@ -253,6 +263,11 @@ class ApnsClient:
         self._idle: list[Deferred[None]] = []
         self._running: set[_Job] = set()
         self.stats = ApnsStats()
+        self._observers: list[PushObserver] = []
+
+    def add_observer(self, observer: PushObserver) -> None:
+        """Tell ``observer`` the final outcome of every push from now on."""
+        self._observers.append(observer)
 
     @property
     def in_flight(self) -> int:
@@ -341,7 +356,14 @@ class ApnsClient:
             token=token_hint(notification.device_token),
             reason=outcome.reason,
         )
+        self._observe(outcome)
         return outcome
+
+    def _observe(self, outcome: Outcome) -> None:
+        """Report a final outcome: ``_record`` and ``_overloaded`` each see
+        every push that ends through them, and no push goes through both."""
+        for observer in self._observers:
+            guard(self.log, "apns_outcome", observer.apns_outcome, outcome)
 
     def _drain(self) -> None:
         # A loop, not recursion: pushes that finish synchronously would
@@ -411,6 +433,7 @@ class ApnsClient:
             "token": token_hint(notification.device_token),
             "outcome": outcome,
         }
+        self._observe(outcome)
         if isinstance(outcome, Delivered):
             self.stats.delivered += 1
             self.log.debug("APNs push {apns_id} to {token}: {outcome}", **fields)

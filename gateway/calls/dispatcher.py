@@ -58,6 +58,7 @@ from gateway.targets import alert_for, apns_environment, bundle_for, resolve_tar
 __all__ = [
     "ActiveCall",
     "CallListener",
+    "CallObserver",
     "CallRequest",
     "Dispatcher",
     "DispatcherSettings",
@@ -104,6 +105,20 @@ class CallListener(Protocol):
     def call_ringing(self, call: ActiveCall) -> None: ...
 
     def call_ended(self, call: ActiveCall) -> None: ...
+
+
+class CallObserver(Protocol):
+    """Hears of every call the dispatcher starts, SIP and API alike (metrics,
+    webhooks); unlike a ``CallListener`` it is not tied to one call."""
+
+    def call_started(self, call: ActiveCall) -> None:
+        """The call is registered and about to ring its devices."""
+
+    def call_ringing(self, call: ActiveCall) -> None:
+        """A device rings (once per call, before the call's listener hears)."""
+
+    def call_ended(self, call: ActiveCall) -> None:
+        """The call has its outcome (before the call's listener hears)."""
 
 
 @attrs.frozen
@@ -218,6 +233,7 @@ class Dispatcher:
         self._new_call_id = new_call_id
         self._calls: dict[str, ActiveCall] = {}
         self._by_device: dict[str, set[str]] = {}
+        self._observers: list[CallObserver] = []
         # One entry per call: the ring timeout while it rings, then the end
         # of its resume window.
         self._deadlines = Deadlines(clock, self._deadline, gap=DEADLINE_GAP_S)
@@ -227,6 +243,10 @@ class Dispatcher:
         self._caller_limit = SlidingWindowLimiter(
             settings.caller_push_limit, settings.caller_push_window_s
         )
+
+    def add_observer(self, observer: CallObserver) -> None:
+        """Tell ``observer`` of every call from now on."""
+        self._observers.append(observer)
 
     # -- queries ----------------------------------------------------------------
 
@@ -294,6 +314,8 @@ class Dispatcher:
         # No log line here: the one line per call is its outcome (_finished),
         # which names the AOR and, in the push status, each device.
         self._deadlines.set(call_id, now + ring)
+        for observer in self._observers:
+            self._notify(observer.call_started, call)
         self._run(call, machine.start())
         return call
 
@@ -346,6 +368,8 @@ class Dispatcher:
             elif isinstance(action, SendCancel):
                 self._send_cancel(call, action)
             elif isinstance(action, Ringing):
+                for observer in self._observers:
+                    self._notify(observer.call_ringing, call)
                 self._notify(call.listener.call_ringing, call)
             elif isinstance(action, Final):
                 self._finished(call)
@@ -463,6 +487,8 @@ class Dispatcher:
             outcome=outcome,
             status=call.push_status,
         )
+        for observer in self._observers:
+            self._notify(observer.call_ended, call)
         self._notify(call.listener.call_ended, call)
         # Kept for the resume window, an ended call needs only its machine:
         # let the listener (and the SIP request it holds) go, so calls held
@@ -492,7 +518,9 @@ class Dispatcher:
         try:
             fn(call)
         except Exception:  # noqa: BLE001 - one listener's bug must not stop the call
-            self.log.failure("Call listener failed for {call_id}", call_id=call.call_id)
+            self.log.failure(
+                "Call listener or observer failed for {call_id}", call_id=call.call_id
+            )
 
     def _log_failure(self, failure: Any, what: str) -> None:
         self.log.failure("Unexpected error delivering {what}", failure, what=what)

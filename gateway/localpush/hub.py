@@ -9,8 +9,7 @@ Protocol adapter implements it), persistence through ``DeviceDirectory``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -19,7 +18,15 @@ from twisted.logger import Logger
 
 from gateway.devicetoken import DeviceClaims
 from gateway.localpush.codec import LocalProtocolError
-from gateway.localpush.frames import FrameSpec, Hello, MessageFrame, Party
+from gateway.localpush.frames import (
+    CallCancelFrame,
+    CallFrame,
+    FrameSpec,
+    Hello,
+    MessageFrame,
+    Party,
+)
+from gateway.observers import guard as _guard
 
 __all__ = [
     "ACK_TIMEOUT",
@@ -29,6 +36,7 @@ __all__ = [
     "SESSION_DIED",
     "DeliveryResult",
     "DeviceDirectory",
+    "FrameObserver",
     "Hub",
     "InMemoryDeviceDirectory",
     "SessionHandle",
@@ -37,7 +45,6 @@ __all__ = [
     "StoredMessage",
 ]
 
-_T = TypeVar("_T")
 
 NO_SESSION = "no_session"
 SESSION_DIED = "session_died"
@@ -115,6 +122,24 @@ class SessionListener(Protocol):
         """The device sent a ``call_event``; unknown or ended calls are ignored."""
 
 
+class FrameObserver(Protocol):
+    """Hears how every frame handed to ``Hub.deliver`` ended (metrics)."""
+
+    def on_frame_result(
+        self, device_id: str, frame: str, result: DeliveryResult, seconds: float
+    ) -> None:
+        """``frame`` (``call``, ``call_cancel``, ``message``, ``other``) ended
+        with ``result``, ``seconds`` after its ``deliver`` call."""
+
+
+# Frame names for observers, by spec type: closed, so usable as a label.
+_FRAME_NAMES: dict[type, str] = {
+    CallFrame: "call",
+    CallCancelFrame: "call_cancel",
+    MessageFrame: "message",
+}
+
+
 class SessionHandle(Protocol):
     """What the hub needs from one live session; the Protocol adapter has it."""
 
@@ -142,8 +167,10 @@ class SessionHandle(Protocol):
 
 @attrs.define
 class _Outstanding:
-    waiters: list[Deferred[DeliveryResult]]
+    # Each waiter with the time its ``deliver`` call began (for observers).
+    waiters: list[tuple[Deferred[DeliveryResult], float]]
     message_id: str | None
+    frame: str
 
 
 _ACKED = "acked"
@@ -171,6 +198,7 @@ class Hub:
         self._directory = directory
         self._live: dict[str, _Live] = {}
         self._listeners: list[SessionListener] = []
+        self._frame_observers: list[FrameObserver] = []
         self._shutdown_window_ms: int | None = None
 
     # Public API for the rest of the gateway ----------------------------------
@@ -182,6 +210,10 @@ class Hub:
     def remove_listener(self, listener: SessionListener) -> None:
         """Stop telling ``listener``."""
         self._listeners.remove(listener)
+
+    def add_frame_observer(self, observer: FrameObserver) -> None:
+        """Be told how each delivered frame ended (acked, timed out, ...)."""
+        self._frame_observers.append(observer)
 
     def is_online(self, device_id: str) -> bool:
         """True if the device has an open session now."""
@@ -207,22 +239,28 @@ class Hub:
         already sent on this session is not sent again: the result follows the
         first attempt.
         """
+        frame = _FRAME_NAMES.get(type(spec), "other")
         live = self._live.get(device_id)
         if live is None or not live.handle.is_open:
-            return succeed(DeliveryResult(delivered=False, reason=NO_SESSION))
+            return self._at_once(device_id, frame, delivered=False, reason=NO_SESSION)
         sid = live.info.session_id
         message_id = spec.message_id if isinstance(spec, MessageFrame) else None
         if message_id is not None and message_id in live.messages:
             state = live.messages[message_id]
             if state == _ACKED:
-                return succeed(DeliveryResult(delivered=True, session_id=sid))
+                return self._at_once(device_id, frame, delivered=True, session_id=sid)
             if state == _TIMED_OUT:
-                return succeed(
-                    DeliveryResult(delivered=False, reason=ACK_TIMEOUT, session_id=sid)
+                return self._at_once(
+                    device_id,
+                    frame,
+                    delivered=False,
+                    reason=ACK_TIMEOUT,
+                    session_id=sid,
                 )
             d: Deferred[DeliveryResult] = Deferred()
-            live.outstanding[state].waiters.append(d)
+            live.outstanding[state].waiters.append((d, self._clock.seconds()))
             return d
+        began = self._clock.seconds()
         try:
             frame_id = live.handle.send_frame(spec, ack_timeout)
         except LocalProtocolError as e:
@@ -231,18 +269,58 @@ class Hub:
                 device_id=device_id,
                 error=str(e),
             )
-            return succeed(
-                DeliveryResult(delivered=False, reason=FRAME_TOO_LARGE, session_id=sid)
+            return self._at_once(
+                device_id,
+                frame,
+                delivered=False,
+                reason=FRAME_TOO_LARGE,
+                session_id=sid,
             )
         if live.dead:  # the write itself killed the session (send buffer cap)
-            return succeed(
-                DeliveryResult(delivered=False, reason=SESSION_DIED, session_id=sid)
+            return self._at_once(
+                device_id, frame, delivered=False, reason=SESSION_DIED, session_id=sid
             )
         d = Deferred()
-        live.outstanding[frame_id] = _Outstanding(waiters=[d], message_id=message_id)
+        live.outstanding[frame_id] = _Outstanding(
+            waiters=[(d, began)], message_id=message_id, frame=frame
+        )
         if message_id is not None:
             live.messages[message_id] = frame_id
         return d
+
+    def _at_once(
+        self, device_id: str, frame: str, **fields: Any
+    ) -> Deferred[DeliveryResult]:
+        """A delivery decided without waiting: report it, then fire it."""
+        result = DeliveryResult(**fields)
+        if self._frame_observers:
+            self._frame_result(device_id, frame, result, 0.0)
+        return succeed(result)
+
+    def _resolve(
+        self, device_id: str, out: _Outstanding, result: DeliveryResult
+    ) -> None:
+        """Fire an outstanding frame's waiters, observers first (as they were
+        first to hear of it when they wrapped ``deliver``)."""
+        now = self._clock.seconds() if self._frame_observers else 0.0
+        for d, began in out.waiters:
+            if self._frame_observers:
+                self._frame_result(device_id, out.frame, result, now - began)
+            d.callback(result)
+
+    def _frame_result(
+        self, device_id: str, frame: str, result: DeliveryResult, seconds: float
+    ) -> None:
+        for observer in self._frame_observers:
+            _guard(
+                self.log,
+                "on_frame_result",
+                observer.on_frame_result,
+                device_id,
+                frame,
+                result,
+                seconds,
+            )
 
     def shutdown(self, window_s: float) -> Deferred[None]:
         """Send goaway shutdown to every session, reconnects spread over the window.
@@ -320,8 +398,7 @@ class Hub:
             session_id=live.info.session_id,
             frame_id=frame_id,
         )
-        for d in out.waiters:
-            d.callback(result)
+        self._resolve(live.info.device_id, out, result)
 
     def call_event(self, handle: SessionHandle, call_id: str, event: str) -> None:
         """Pass a device's call_event to the listeners."""
@@ -374,8 +451,7 @@ class Hub:
                 session_id=live.info.session_id,
                 frame_id=frame_id,
             )
-            for d in out.waiters:
-                d.callback(result)
+            self._resolve(device_id, out, result)
         for listener in list(self._listeners):
             _guard(
                 self.log, "on_session_down", listener.on_session_down, device_id, reason
@@ -396,19 +472,6 @@ class Hub:
             if live.dead or not live.handle.is_open:
                 return
             self.deliver(device_id, message.to_frame())
-
-
-def _guard(log: Logger, what: str, fn: Callable[..., _T], *args: Any) -> _T | None:
-    """Call out to a listener or the directory; its bug must not kill the hub.
-
-    One device's session handling must not break others (localpush.md, "Limits
-    and abuse"), so exceptions are logged with their traceback, not raised.
-    """
-    try:
-        return fn(*args)
-    except Exception:  # noqa: BLE001 - logged with traceback via log.failure
-        log.failure("Callback {what} failed", what=what)
-        return None
 
 
 @attrs.define

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from gateway.calls.dispatcher import ActiveCall, CallRequest, Dispatcher
 from gateway.devicetoken import DEVICE_ID_RE
 from gateway.messages import MessageRequest, MessageResult, Messenger
+from gateway.observers import guard
 from gateway.sip import (
     NameAddr,
     Request,
@@ -33,7 +34,14 @@ from gateway.sip import (
 )
 from gateway.store import Binding, DeviceStore
 
-__all__ = ["ALLOW", "Responder", "SipApplication", "SipSettings", "cancel_reason"]
+__all__ = [
+    "ALLOW",
+    "RequestObserver",
+    "Responder",
+    "SipApplication",
+    "SipSettings",
+    "cancel_reason",
+]
 
 ALLOW = "INVITE, ACK, CANCEL, OPTIONS, REGISTER, MESSAGE"
 ACCEPT = "application/sdp, text/plain"
@@ -121,6 +129,14 @@ class _InviteListener:
         )
 
 
+class RequestObserver(Protocol):
+    """Hears of every new SIP request (metrics); retransmissions never reach
+    the application, so they are not reported."""
+
+    def sip_request(self, method: str) -> None:
+        """A request with ``method`` (as received) arrived."""
+
+
 class SipApplication:
     """Answers requests; one instance serves every transport."""
 
@@ -145,12 +161,19 @@ class SipApplication:
         self._responder = responder
         self._invites: dict[TransactionKey, _InviteListener] = {}  # pending INVITEs
         self.shutting_down = False
+        self._observers: list[RequestObserver] = []
+
+    def add_observer(self, observer: RequestObserver) -> None:
+        """Tell ``observer`` of every new request from now on."""
+        self._observers.append(observer)
 
     # -- entry points ------------------------------------------------------------
 
     def handle(self, key: TransactionKey, request: Request, source: Any) -> None:
         """A new request (not a retransmission, not an ACK)."""
         method = request.method
+        for observer in self._observers:
+            guard(self.log, "sip_request", observer.sip_request, method)
         handler = _METHODS.get(method)
         if handler is None:
             self.reply(key, request, 405, headers=[("Allow", ALLOW)])

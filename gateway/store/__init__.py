@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from gateway.store.interface import DeviceStore
 from gateway.store.model import APNS_ENVIRONMENTS, Binding, Device, PendingMessage
-from gateway.store.registry import MemoryPersister, Persister, Registry, Snapshot
+from gateway.store.registry import (
+    MemoryPersister,
+    Persister,
+    Registry,
+    Snapshot,
+    WriteObserver,
+)
 from gateway.store.sqlite import SCHEMA_VERSION, SQLitePersister
 
 __all__ = [
@@ -19,4 +25,5 @@ __all__ = [
     "Registry",
     "SQLitePersister",
     "Snapshot",
+    "WriteObserver",
 ]

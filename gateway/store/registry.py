@@ -8,7 +8,7 @@ op is on disk: callers that acknowledge something to a peer (a REGISTER's
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import attrs
 from twisted.application.service import Service
@@ -16,7 +16,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from gateway.observers import guard
 from gateway.store.model import Binding, Device, PendingMessage
 from gateway.store.ops import (
     DeleteBinding,
@@ -29,7 +31,9 @@ from gateway.store.ops import (
     PutMessage,
 )
 
-__all__ = ["MemoryPersister", "Persister", "Registry", "Snapshot"]
+__all__ = ["MemoryPersister", "Persister", "Registry", "Snapshot", "WriteObserver"]
+
+_R = TypeVar("_R")
 
 
 @attrs.frozen
@@ -72,6 +76,14 @@ class MemoryPersister:
         return succeed(None)
 
 
+class WriteObserver(Protocol):
+    """Hears how each registry write ended (metrics)."""
+
+    def store_write(self, op: str, seconds: float, ok: bool) -> None:
+        """``op`` (the write method's name) was durable (``ok``) or failed,
+        ``seconds`` after it was asked for."""
+
+
 class Registry(Service):
     """Implements ``DeviceStore``; loads on start, purges on a timer."""
 
@@ -91,6 +103,40 @@ class Registry(Service):
         self._bindings: dict[str, dict[tuple[str, str, str], Binding]] = {}
         self._messages: dict[str, dict[str, PendingMessage]] = {}
         self.loaded = False
+        self._write_observers: list[WriteObserver] = []
+
+    def add_write_observer(self, observer: WriteObserver) -> None:
+        """Tell ``observer`` how every write from now on ends."""
+        self._write_observers.append(observer)
+
+    def _submit(self, op: str, ops: list[Op]) -> Deferred[None]:
+        """Hand ``ops`` to the persister; observers hear when it is done."""
+        d = self._persister.submit(ops)
+        if self._write_observers:
+            began = self._clock.seconds()
+            d.addCallbacks(
+                self._written,
+                self._write_failed,
+                callbackArgs=(op, began),
+                errbackArgs=(op, began),
+            )
+        return d
+
+    def _nothing_to_write(self, op: str, result: _R) -> Deferred[_R]:
+        """A write with no ops is durable at once: it still counts as one."""
+        self._report(op, 0.0, True)
+        return succeed(result)
+
+    def _written(self, result: None, op: str, began: float) -> None:
+        self._report(op, self._clock.seconds() - began, True)
+
+    def _write_failed(self, failure: Failure, op: str, began: float) -> Failure:
+        self._report(op, self._clock.seconds() - began, False)
+        return failure
+
+    def _report(self, op: str, seconds: float, ok: bool) -> None:
+        for observer in self._write_observers:
+            guard(self.log, "store_write", observer.store_write, op, seconds, ok)
 
     # -- life cycle ---------------------------------------------------------
 
@@ -150,7 +196,7 @@ class Registry(Service):
     def put_device(self, device: Device) -> Deferred[None]:
         self._unindex_device(device.device_id)
         self._index_device(device)
-        return self._persister.submit([PutDevice(device)])
+        return self._submit("put_device", [PutDevice(device)])
 
     def delete_device(self, device_id: str) -> Deferred[bool]:
         existed = self._unindex_device(device_id)
@@ -162,7 +208,7 @@ class Registry(Service):
                 ops.append(DeleteBinding(key))
             if not bindings:
                 del self._bindings[aor]
-        return self._persister.submit(ops).addCallback(lambda _: existed)
+        return self._submit("delete_device", ops).addCallback(lambda _: existed)
 
     def remove_token(self, token: str) -> Deferred[int]:
         # A scan: APNs rejects tokens rarely, an index would cost every device.
@@ -187,8 +233,8 @@ class Registry(Service):
                 del self._bindings[aor]
         count = len(ops)
         if not ops:
-            return succeed(0)
-        return self._persister.submit(ops).addCallback(lambda _: count)
+            return self._nothing_to_write("remove_token", 0)
+        return self._submit("remove_token", ops).addCallback(lambda _: count)
 
     def _index_device(self, device: Device) -> None:
         self._devices[device.device_id] = device
@@ -218,14 +264,14 @@ class Registry(Service):
 
     def put_binding(self, binding: Binding) -> Deferred[None]:
         self._bindings.setdefault(binding.aor, {})[binding.key] = binding
-        return self._persister.submit([PutBinding(binding)])
+        return self._submit("put_binding", [PutBinding(binding)])
 
     def remove_binding(self, key: tuple[str, str, str]) -> Deferred[bool]:
         bindings = self._bindings.get(key[0], {})
         existed = bindings.pop(key, None) is not None
         if not bindings:
             self._bindings.pop(key[0], None)
-        return self._persister.submit([DeleteBinding(key)]).addCallback(
+        return self._submit("remove_binding", [DeleteBinding(key)]).addCallback(
             lambda _: existed
         )
 
@@ -239,7 +285,7 @@ class Registry(Service):
 
     def add_message(self, message: PendingMessage) -> Deferred[None]:
         self._messages.setdefault(message.device_id, {})[message.message_id] = message
-        return self._persister.submit([PutMessage(message)])
+        return self._submit("add_message", [PutMessage(message)])
 
     def ack_message(self, device_id: str, message_id: str) -> Deferred[bool]:
         messages = self._messages.get(device_id, {})
@@ -247,9 +293,9 @@ class Registry(Service):
         if not messages:
             self._messages.pop(device_id, None)
         if not existed:
-            return succeed(False)
-        return self._persister.submit(
-            [DeleteMessage(device_id, message_id)]
+            return self._nothing_to_write("ack_message", False)
+        return self._submit(
+            "ack_message", [DeleteMessage(device_id, message_id)]
         ).addCallback(lambda _: True)
 
     def purge_expired(self, now: float) -> Deferred[int]:
@@ -270,4 +316,6 @@ class Registry(Service):
                 del self._messages[device_id]
         if count:
             self.log.info("Purged {count} expired bindings and messages", count=count)
-        return self._persister.submit([PurgeExpired(now)]).addCallback(lambda _: count)
+        return self._submit("purge_expired", [PurgeExpired(now)]).addCallback(
+            lambda _: count
+        )

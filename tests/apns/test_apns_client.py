@@ -678,3 +678,43 @@ def test_explicit_expiration_wins_over_settings() -> None:
     h.agent.script(Reply(200))
     success_of(h.push(expiration=0))
     assert h.agent.requests[0].header(b"apns-expiration") == [b"0"]
+
+
+class _OutcomeRecorder:
+    """A ``PushObserver`` that records, and raises when told to."""
+
+    def __init__(self, raises: bool = False) -> None:
+        self.raises = raises
+        self.heard: list[Outcome] = []
+
+    def apns_outcome(self, outcome: Outcome) -> None:
+        self.heard.append(outcome)
+        if self.raises:
+            raise RuntimeError("observer bug")
+
+
+def test_push_observers_hear_each_final_outcome_once(
+    log_events: list[LogEvent],
+) -> None:
+    """Each push's final outcome reaches observers once, sent or refused at
+    once; an observer that raises is logged and the push still resolves."""
+    h = Harness(max_in_flight=1, max_queued=0)
+    broken, recorder = _OutcomeRecorder(raises=True), _OutcomeRecorder()
+    h.client.add_observer(broken)
+    h.client.add_observer(recorder)
+    h.agent.script(Reply(200))
+    n = h.notification()
+    delivered = success_of(h.client.push(n))
+    assert delivered == Delivered(n.apns_id)
+    h.agent.script(PENDING)
+    pending = h.push()
+    assert success_of(h.push()) == Overloaded()
+    assert recorder.heard == [delivered, Overloaded()]
+    assert broken.heard == recorder.heard
+    pending.cancel()
+    assert failure_of(pending).check(CancelledError)
+    assert len(recorder.heard) == 2  # a cancelled push has no outcome
+    failures = [e for e in log_events if "log_failure" in e]
+    assert [e["what"] for e in failures] == ["apns_outcome"] * 2
+    for event in failures:
+        event["expected"] = True

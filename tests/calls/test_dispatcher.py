@@ -9,6 +9,7 @@ import attrs
 import pytest
 from gw_fakes import FakeApns, FakeHub
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 
 from gateway.apns import Delivered, Failed, TokenRejected
 from gateway.calls.dispatcher import (
@@ -281,3 +282,51 @@ def test_call_ids_are_random_version_4_uuids() -> None:
         parsed = uuid.UUID(call_id)
         assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
         assert str(parsed) == call_id
+
+
+@attrs.define
+class _Observer:
+    """A ``CallObserver`` that records into a shared log, and may raise."""
+
+    name: str
+    log: list[str]
+    raises: bool = False
+
+    def _heard(self, what: str, call: ActiveCall) -> None:
+        self.log.append(f"{self.name} {what} {call.call_id[-1]}")
+        if self.raises:
+            raise RuntimeError("observer bug")
+
+    def call_started(self, call: ActiveCall) -> None:
+        self._heard("started", call)
+
+    def call_ringing(self, call: ActiveCall) -> None:
+        self._heard("ringing", call)
+
+    def call_ended(self, call: ActiveCall) -> None:
+        self._heard("ended", call)
+
+
+def test_observers_hear_start_ring_end_before_the_listener(env: Env) -> None:
+    """Observers hear each call start, ring and end, before its listener; one
+    that raises is logged and neither the call nor the others notice."""
+    heard: list[str] = []
+    env.dispatcher.add_observer(_Observer("broken", heard, raises=True))
+    env.dispatcher.add_observer(_Observer("ok", heard))
+    env.hub.online.add("phone")
+    listener = Listener()
+    with capturedLogs() as events:
+        call = env.dispatcher.start(REQ, listener)
+        assert call is not None
+        assert heard == ["broken started 1", "ok started 1"]
+        env.hub.ack(0)
+        assert listener.events == [("ringing", "local;acked,apns;pending", None)]
+        assert env.dispatcher.cancel(call.call_id, "remote_ended")
+    assert heard == [
+        f"{name} {what} 1"
+        for what in ("started", "ringing", "ended")
+        for name in ("broken", "ok")
+    ]
+    assert [event for event, _, _ in listener.events] == ["ringing", "ended"]
+    failures = [e for e in events if "log_failure" in e]
+    assert len(failures) == 3

@@ -20,10 +20,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
 from zope.interface import alsoProvides
 
 from gateway.localpush.frames import CallCancelFrame, CallFrame, MessageFrame, Party
 from gateway.localpush.hub import (
+    NO_SESSION,
     DeliveryResult,
     Hub,
     InMemoryDeviceDirectory,
@@ -567,3 +569,47 @@ def test_core_bug_becomes_internal_error(monkeypatch: pytest.MonkeyPatch) -> Non
     assert tr.disconnecting
     assert not w.hub.is_online(DEVICE)
     assert w.hub.is_online("other-device") and not other_tr.disconnecting
+
+
+class _FrameRecorder:
+    """A ``FrameObserver`` that records, and raises when told to."""
+
+    def __init__(self, raises: bool = False) -> None:
+        self.raises = raises
+        self.heard: list[tuple[str, str, DeliveryResult, float]] = []
+
+    def on_frame_result(
+        self, device_id: str, frame: str, result: DeliveryResult, seconds: float
+    ) -> None:
+        self.heard.append((device_id, frame, result, seconds))
+        if self.raises:
+            raise RuntimeError("observer bug")
+
+
+def test_frame_observers_hear_each_delivery_and_cannot_break_it() -> None:
+    """Observers hear each deliver's result (acked after its wait, no_session
+    at once) before the caller; one that raises is logged, and the caller and
+    the next observer still get the result."""
+    w = World()
+    broken, recorder = _FrameRecorder(raises=True), _FrameRecorder()
+    w.hub.add_frame_observer(broken)
+    w.hub.add_frame_observer(recorder)
+    proto, tr = w.device()
+    with capturedLogs() as events:
+        d = w.hub.deliver(DEVICE, CALL)
+        (frame,) = out(tr)
+        w.clock.advance(0.25)
+        proto.dataReceived(wire({"type": "ack", "id": frame["id"]}))
+        missing = w.hub.deliver(
+            "nobody", CallCancelFrame(call_id="c1", reason="remote_ended")
+        )
+    acked = result_of(d)
+    assert acked.delivered
+    assert result_of(missing) == DeliveryResult(delivered=False, reason=NO_SESSION)
+    assert recorder.heard == [
+        (DEVICE, "call", acked, 0.25),
+        ("nobody", "call_cancel", result_of(missing), 0.0),
+    ]
+    assert len(broken.heard) == 2
+    failures = [e for e in events if "log_failure" in e]
+    assert [e["what"] for e in failures] == ["on_frame_result"] * 2

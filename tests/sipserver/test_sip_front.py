@@ -10,6 +10,7 @@ import attrs
 import pytest
 from gw_fakes import FakeApns, FakeHub
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 
 from gateway.apns import Delivered
 from gateway.calls.dispatcher import Dispatcher, DispatcherSettings
@@ -472,3 +473,34 @@ def test_deadlines_inside_the_gap_do_not_re_arm_the_reactor_timer(
     assert front.statuses() == [100, 404, 404, 100, 404]
     front.clock.advance(0.01)
     assert front.statuses() == [404, 404]  # both resent at the gap's end
+
+
+@attrs.define
+class _RequestRecorder:
+    """A ``RequestObserver`` that records, and raises when told to."""
+
+    raises: bool = False
+    heard: list[str] = attrs.field(factory=list)
+
+    def sip_request(self, method: str) -> None:
+        self.heard.append(method)
+        if self.raises:
+            raise RuntimeError("observer bug")
+
+
+def test_request_observers_hear_new_requests_not_retransmissions(
+    front: Front,
+) -> None:
+    """Observers hear each new request's method, retransmissions not; one that
+    raises is logged and the request is still answered."""
+    broken, recorder = _RequestRecorder(raises=True), _RequestRecorder()
+    front.app.add_observer(broken)
+    front.app.add_observer(recorder)
+    with capturedLogs() as events:
+        front.send(request("OPTIONS", "sip:gw@127.0.0.1"))
+        front.send(request("OPTIONS", "sip:gw@127.0.0.1"))
+        front.send(request("OPTIONS", "sip:gw@127.0.0.1", branch="z9hG4bK-2"))
+    assert front.statuses() == [200, 200, 200]
+    assert recorder.heard == broken.heard == ["OPTIONS", "OPTIONS"]
+    failures = [e for e in events if "log_failure" in e]
+    assert [e["what"] for e in failures] == ["sip_request"] * 2

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import attrs
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.store import (
@@ -23,7 +26,7 @@ from gateway.store import (
     Registry,
     SQLitePersister,
 )
-from gateway.store.ops import PurgeExpired
+from gateway.store.ops import Op, PurgeExpired
 from gateway.store.sqlite import SCHEMA_VERSION, migrate
 
 
@@ -263,3 +266,59 @@ def test_sqlite_survives_kill_9(tmp_path: Path) -> None:
     assert {d.device_id for d in registry.devices()} >= {f"k{i}" for i in acked}
     assert len(registry.pending_messages("k199", 0)) == 1
     registry.stopService()
+
+
+class _SlowPersister(MemoryPersister):
+    """Writes become durable when the test says so, or fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[Deferred[None]] = []
+
+    def submit(self, ops: list[Op]) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.pending.append(d)
+        return d
+
+
+class _WriteRecorder:
+    """A ``WriteObserver`` that records, and raises when told to."""
+
+    def __init__(self, raises: bool = False) -> None:
+        self.raises = raises
+        self.heard: list[tuple[str, float, bool]] = []
+
+    def store_write(self, op: str, seconds: float, ok: bool) -> None:
+        self.heard.append((op, seconds, ok))
+        if self.raises:
+            raise RuntimeError("observer bug")
+
+
+def test_write_observers_hear_durable_failed_and_empty_writes() -> None:
+    """Observers hear each write's op, duration and success, empty ones at
+    once; one that raises is logged and the write's result passes unchanged."""
+    clock = Clock()
+    persister = _SlowPersister()
+    registry = Registry(persister, clock)
+    registry.load()
+    broken, recorder = _WriteRecorder(raises=True), _WriteRecorder()
+    registry.add_write_observer(broken)
+    registry.add_write_observer(recorder)
+    results: list[object] = []
+    with capturedLogs() as events:
+        registry.put_device(_device(1)).addCallback(results.append)
+        registry.delete_device("dev-1").addErrback(results.append)
+        clock.advance(0.5)
+        persister.pending[0].callback(None)
+        persister.pending[1].errback(RuntimeError("disk"))
+        registry.remove_token("nobody").addCallback(results.append)
+    assert results[0] is None and results[2] == 0
+    assert isinstance(results[1], Failure) and results[1].check(RuntimeError)
+    expected = [
+        ("put_device", 0.5, True),
+        ("delete_device", 0.5, False),
+        ("remove_token", 0.0, True),
+    ]
+    assert recorder.heard == broken.heard == expected
+    failures = [e for e in events if "log_failure" in e]
+    assert [e["what"] for e in failures] == ["store_write"] * 3
