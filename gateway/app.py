@@ -68,6 +68,7 @@ class Gateway(MultiService):
         self.messenger: Messenger | None = None
         self.listeners: dict[str, Listener] = {}
         self.sip: SipServer | None = None
+        self.gc: GcPolicy | None = None
         # What SIGHUP re-reads, by what it is; each reads its files again.
         self.reloaders: dict[str, Callable[[], None]] = {}
         self.handle_sighup = False  # set by the twistd plugin, not by tests
@@ -185,7 +186,8 @@ def build_service(config: Config, reactor: GatewayReactor) -> Gateway:
         attach(make_api_service(top), "api", top)
     # -- end control API --
     # Last, so that its start-up freeze finds everything above built.
-    attach(GcPolicy(reactor, config.gc), "gc", top)
+    top.gc = GcPolicy(reactor, config.gc)
+    attach(top.gc, "gc", top)
     return top
 
 

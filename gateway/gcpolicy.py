@@ -67,9 +67,12 @@ class GcPolicy(Service):
         self._gc = collector or Collector()
         self._loops: list[LoopingCall] = []
         self._saved_threshold: tuple[int, int, int] | None = None
+        # Read by the metrics collector at scrape time.
         self.freezes = 0
         self.sweeps = 0
         self.last_pause_s = 0.0
+        self.longest_pause_s = 0.0
+        self.pause_total_s = 0.0
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -111,7 +114,17 @@ class GcPolicy(Service):
         self._gc.collect(2)
         self._gc.freeze()
         self.freezes += 1
-        self.last_pause_s = self._gc.clock() - started
+        self._paused(started)
+
+    def frozen_objects(self) -> int:
+        """Objects the cycle collector no longer scans."""
+        return self._gc.freeze_count()
+
+    def _paused(self, started: float) -> None:
+        pause = self._gc.clock() - started
+        self.last_pause_s = pause
+        self.longest_pause_s = max(self.longest_pause_s, pause)
+        self.pause_total_s += pause
 
     def sweep(self) -> None:
         """Collect everything once, frozen or not, for cycles libraries leave."""
@@ -121,7 +134,7 @@ class GcPolicy(Service):
         found = self._gc.collect(2)
         self._gc.freeze()
         self.sweeps += 1
-        self.last_pause_s = self._gc.clock() - started
+        self._paused(started)
         self.log.info(
             "GC sweep: {found} unreachable objects among {objects} "
             "long-lived, {ms:.1f} ms",

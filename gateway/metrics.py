@@ -445,6 +445,31 @@ class _GatewayCollector(Collector):
             for name, count in sorted(sip.stats.items()):
                 events.add_metric([name], float(count))
             yield events
+        if gw.gc is not None:
+            policy = gw.gc
+            yield GaugeMetricFamily(
+                "voipgw_gc_frozen_objects",
+                "Objects frozen out of the cycle collector's passes",
+                value=policy.frozen_objects(),
+            )
+            passes = CounterMetricFamily(
+                "voipgw_gc_passes",
+                "GC policy passes: freeze (survivors) and sweep (everything)",
+                labels=["kind"],
+            )
+            passes.add_metric(["freeze"], float(policy.freezes))
+            passes.add_metric(["sweep"], float(policy.sweeps))
+            yield passes
+            yield CounterMetricFamily(
+                "voipgw_gc_pause_seconds",
+                "Time the GC policy's passes held the process",
+                value=policy.pause_total_s,
+            )
+            yield GaugeMetricFamily(
+                "voipgw_gc_longest_pause_seconds",
+                "Longest single GC policy pass since start",
+                value=policy.longest_pause_s,
+            )
         for extra in self.extra:
             yield from extra()
 

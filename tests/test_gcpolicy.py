@@ -370,3 +370,23 @@ def test_the_cycle_check_finds_a_gateway_cycle() -> None:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def test_pauses_are_summed_and_the_longest_kept() -> None:
+    """Each pass's pause (the collector's clock around it) is summed, the
+    longest kept, and frozen objects read from the collector."""
+    ticks = iter([0.0, 0.004, 1.0, 1.010, 2.0, 2.002])
+    fake = FakeGc()
+    policy = GcPolicy(
+        task.Clock(),
+        GcConfig(),
+        attrs.evolve(fake.collector(), clock=lambda: next(ticks)),
+    )
+    policy.freeze_survivors()
+    policy.sweep()
+    policy.freeze_survivors()
+    assert (policy.freezes, policy.sweeps) == (2, 1)
+    assert policy.last_pause_s == pytest.approx(0.002)
+    assert policy.longest_pause_s == pytest.approx(0.010)
+    assert policy.pause_total_s == pytest.approx(0.016)
+    assert policy.frozen_objects() == 123

@@ -42,6 +42,16 @@ async def test_metrics_move_with_traffic(gateway: Gateway, client: Client) -> No
     before = await scrape(client)
     assert before[("voipgw_sessions_online", ())] == 0
     assert before.get(("voipgw_calls_started_total", ()), 0) == 0
+    # The GC policy froze the start-up heap: one freeze pass, objects frozen.
+    assert before[("voipgw_gc_passes_total", (("kind", "freeze"),))] >= 1
+    assert before[("voipgw_gc_passes_total", (("kind", "sweep"),))] == 0
+    assert before[("voipgw_gc_frozen_objects", ())] > 0
+    assert before[("voipgw_gc_pause_seconds_total", ())] > 0
+    assert (
+        0
+        < before[("voipgw_gc_longest_pause_seconds", ())]
+        <= before[("voipgw_gc_pause_seconds_total", ())]
+    )
 
     device = await connect_device(gateway, "m-phone")
     created = await client.post(
