@@ -52,19 +52,12 @@ from pathlib import Path
 from typing import Any
 
 from _docs import write_section
+from _proc import cpu_s, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 KEY = "bench-key-0123456789abcdef"
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
-    return ordered[index]
 
 
 def _prepare(work: Path) -> None:
@@ -470,17 +463,12 @@ def _read_json_line(proc: subprocess.Popen[str], timeout: float) -> dict[str, An
     raise RuntimeError(f"no JSON line from {proc.args!r} within {timeout} s")
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _phase(
     args: argparse.Namespace, port: int, phase: str, server_pid: int, devices_pid: int
 ) -> dict[str, Any]:
     per_client_rate = args.rate / args.clients
-    cpu_before = _cpu_s(server_pid)
-    devices_before = _cpu_s(devices_pid)
+    cpu_before = cpu_s(server_pid)
+    devices_before = cpu_s(devices_pid)
     clients = [
         subprocess.Popen(
             [
@@ -510,8 +498,8 @@ def _phase(
     results = [_read_json_line(c, args.duration + 60) for c in clients]
     for c in clients:
         c.wait(timeout=30)
-    cpu = _cpu_s(server_pid) - cpu_before
-    devices_cpu = _cpu_s(devices_pid) - devices_before
+    cpu = cpu_s(server_pid) - cpu_before
+    devices_cpu = cpu_s(devices_pid) - devices_before
     latencies = [v for r in results for v in r["latencies_ms"]]
     if os.environ.get("VOIPGW_BENCH_TIMELINE"):
         for r in results:

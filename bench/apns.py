@@ -73,6 +73,7 @@ from pathlib import Path
 from typing import Any
 
 from _docs import write_section
+from _proc import cpu_s, percentile, rss_kb
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -82,30 +83,6 @@ TOKEN = "5e1f" * 16  # 64 hex digits, like a real device token
 BUNDLE = "com.example.phone"
 KEY_ID = "ABC123DEFG"
 TEAM_ID = "DEF123GHIJ"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
-    return ordered[index]
-
-
-def rss_kib(pid: int | str = "self") -> int:
-    """Current VmRSS of a process in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of a running process."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def self_cpu() -> float:
@@ -365,7 +342,7 @@ def child_rate(args: argparse.Namespace) -> int:
                     "wall": t1 - t0,
                     "cpu": cpu1 - cpu0,
                     "bad": loop.bad,
-                    "rss_kib": rss_kib(),
+                    "rss_kib": rss_kb(),
                 }
             }
         )
@@ -494,15 +471,15 @@ def child_memory(args: argparse.Namespace) -> int:
         client = c.apns(max_in_flight=100, max_queued=n)
         await client.push(c.notification())
         gc.collect()
-        rss0 = rss_kib()
+        rss0 = rss_kb()
         notes = [c.notification() for _ in range(n)]
         gc.collect()
-        rss1 = rss_kib()
+        rss1 = rss_kb()
         t0 = time.perf_counter()
         results = [client.push(x) for x in notes]
         t_push = time.perf_counter() - t0
         gc.collect()
-        rss2 = rss_kib()
+        rss2 = rss_kb()
         emit(
             {
                 "result": {
@@ -622,7 +599,7 @@ def run_h2load(
     extra: list[str], base: list[str], server: subprocess.Popen[Any]
 ) -> dict[str, Any]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    s0 = proc_cpu(server.pid)
+    s0 = cpu_s(server.pid)
     out = subprocess.run(
         [base[0], *extra, *base[1:]],
         capture_output=True,
@@ -630,7 +607,7 @@ def run_h2load(
         timeout=300,
         check=False,
     )
-    s1 = proc_cpu(server.pid)
+    s1 = cpu_s(server.pid)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     rate = wall = 0.0
@@ -738,9 +715,9 @@ def run_child(
     for line in proc.stdout:
         msg = json.loads(line)
         if msg.get("mark") == "start":
-            s0 = proc_cpu(server.pid)
+            s0 = cpu_s(server.pid)
         elif "result" in msg:
-            s1 = proc_cpu(server.pid)
+            s1 = cpu_s(server.pid)
             result = msg["result"]
     code = proc.wait(timeout=120)
     if result is None or code != 0:
@@ -992,7 +969,7 @@ def run(args: argparse.Namespace) -> int:
                 "with the notification",
                 flush=True,
             )
-        summary["server_rss_kib"] = rss_kib(server.pid)
+        summary["server_rss_kib"] = rss_kb(server.pid)
     if args.json is not None:
         args.json.write_text(json.dumps(summary, indent=1))
     if args.write_docs:

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from _docs import write_section
+from _proc import box_busy_s, cpu_s, rss_kb
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -172,35 +173,14 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
-
-
-def machine_busy_s() -> float:
-    """CPU seconds the whole machine spent busy (all cores, /proc/stat)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    values = [int(v) for v in fields]
-    idle = values[3] + values[4]  # idle + iowait
-    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 def wait_quiet(limit_s: float, busy_cores: float = 0.3) -> bool:
     """Wait (at most ``limit_s``) until the machine is idle, so that other
     work on a shared box does not end up in the figures; False if it never was."""
     deadline = time.monotonic() + limit_s
     while True:
-        before = machine_busy_s()
+        before = box_busy_s()
         time.sleep(2)
-        busy = (machine_busy_s() - before) / 2
+        busy = (box_busy_s() - before) / 2
         if busy < busy_cores:
             return True
         if time.monotonic() > deadline:
@@ -619,9 +599,9 @@ def measured(
     cpu0 = cpu_s(pid)
     dev0 = cpu_s(devices) if devices else 0.0
     child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy0 = machine_busy_s()
+    busy0 = box_busy_s()
     stats = bench.sipp(rate, calls, **kw)
-    busy1 = machine_busy_s()
+    busy1 = box_busy_s()
     child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = max(stats["wall_s"], 1e-9)
     row = summarize(stats, rate, calls)

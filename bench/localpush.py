@@ -39,37 +39,17 @@ from pathlib import Path
 from typing import Any
 
 from _docs import write_section
+from _proc import box_busy_s, cpu_s, cpu_split_s, rss_kb
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 FD_RESERVE = 64  # listening socket, stdio, epoll, waker, /proc reads
 MAX_SESSIONS = 200_000
 SESSIONS_PER_SOURCE = 20_000  # well under the 28k ephemeral ports per address
 
 
 # /proc helpers -------------------------------------------------------------------
-
-
-def rss_kb(pid: int) -> int:
-    """VmRSS of a process in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def cpu_s(pid: int) -> float:
-    """utime + stime of a process in seconds."""
-    return sum(cpu_split_s(pid))
-
-
-def cpu_split_s(pid: int) -> tuple[float, float]:
-    """(utime, stime) of a process in seconds: Python and OpenSSL vs kernel."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def oncpu_s(pid: int) -> float:
@@ -81,13 +61,6 @@ def oncpu_s(pid: int) -> float:
 def runqueue_wait_s(pid: int) -> float:
     """Seconds the process's main thread waited for a CPU (/proc/<pid>/schedstat)."""
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
-
-
-def box_busy_s() -> float:
-    """CPU seconds the whole box spent busy (all cores), from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / CLK_TCK
 
 
 def raise_nofile() -> int:

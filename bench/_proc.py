@@ -1,0 +1,45 @@
+"""Process and machine figures the benchmarks read from /proc, and the
+percentile the API and APNs benches report (one copy for all of them)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def rss_kb(pid: int | str = "self") -> int:
+    """VmRSS of a process in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_split_s(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process in seconds: Python and OpenSSL vs kernel."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of a process in seconds."""
+    return sum(cpu_split_s(pid))
+
+
+def box_busy_s() -> float:
+    """CPU seconds the whole machine spent busy (all cores), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The value at rank round(q% of n) of the sorted values (nan if none)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
+    return ordered[index]
