@@ -1237,15 +1237,15 @@ def render(figures: dict[str, Any], args: argparse.Namespace) -> str:
         + " of CPU per call at the rates it held (7 SIP messages, 4 LPP frames "
         "over TLS, the call state, 1 info log line, metrics), i.e. roughly "
         + (f"{1000 / statistics.fmean(per_call):.0f}" if per_call else "?")
-        + " calls/s if it had a whole core to itself. Past that, answers queue, "
-        "sipp retransmits (500 ms timer), the retransmissions add load and the "
-        "achieved rate falls below the asked one: the knee is sharp.",
-        "- This box has 2 cores for the gateway, the simulated devices, sipp "
-        "and, during these runs, other sessions' benchmarks (the \"everything "
-        'else" column: '
+        + " calls/s if it had a whole core to itself. Past the rate it can serve, "
+        "answers queue, sipp retransmits (500 ms timer), the retransmissions add "
+        "load and the achieved rate falls below the asked one: the knee is sharp.",
+        f"- This box has {os.cpu_count()} cores for the gateway, the simulated "
+        'devices, sipp and anything else running (the "everything else" '
+        "column: "
         + (f"{min(others) * 100:.0f}% to {max(others) * 100:.0f}%" if others else "?")
-        + " of a core). Figures from a quiet or bigger machine will be higher; "
-        "rerun the command there.",
+        + " of a core). Figures depend on the CPU: rerun the command on the "
+        "machine you deploy on.",
         "- The 1,000 calls/s target needs about 1 ms of CPU per "
         "call on a free core. Running several gateway processes does not help "
         "today: a device's local-push session lives in one process and calls "
