@@ -11,6 +11,7 @@ bounded; past that ``push`` fails fast with ``Overloaded``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import re
 import typing
@@ -125,13 +126,17 @@ class _DeviceURL(URL):
 
     @classmethod
     def build(cls, host: str, port: int, device_token: str) -> _DeviceURL:
-        """The device URL, with its text worked out once."""
-        host = host.lower()
-        url = cls(
-            scheme="https", host=host, port=port, path=("3", "device", device_token)
-        )
-        authority = host if port == 443 else f"{host}:{port}"
-        url._text = f"https://{authority}/3/device/{device_token}"
+        """The device URL, with its text worked out once.
+
+        hyperlink's constructor re-checks every part (5 us a push); the
+        endpoint's parts were checked when its template was built, and the
+        token is hex, so the URL is the template with the token's path.
+        """
+        template = _url_template(host.lower(), port)
+        url = cls.__new__(cls)
+        url.__dict__.update(template.__dict__)
+        url._path = ("3", "device", device_token)
+        url._text = f"{template._text}{device_token}"
         return url
 
     def to_uri(self) -> URL:
@@ -144,6 +149,33 @@ class _DeviceURL(URL):
             return self._text
         text: str = super().to_text(with_password)
         return text
+
+
+@functools.lru_cache(maxsize=16)
+def _url_template(host: str, port: int) -> _DeviceURL:
+    """``https://host[:port]/3/device/``, checked by hyperlink once per
+    endpoint (production, sandbox, or a configured override)."""
+    url = _DeviceURL(scheme="https", host=host, port=port, path=("3", "device", ""))
+    authority = host if port == 443 else f"{host}:{port}"
+    url._text = f"https://{authority}/3/device/"
+    return url
+
+
+class _RequestHeaders(Headers):
+    """Request headers that copy cheaply.
+
+    treq's ``ContentDecoderAgent`` copies every request's headers, and
+    ``Headers.copy`` re-encodes and re-sanitises each value; these values
+    were sanitised when this object was built, so a copy is a dict of lists.
+    """
+
+    __slots__ = ()
+
+    def copy(self) -> _RequestHeaders:
+        """The same headers, without checking them again."""
+        new = _RequestHeaders()
+        new._rawHeaders = {k: list(v) for k, v in self._rawHeaders.items()}
+        return new
 
 
 class _CappedBody(Protocol):
@@ -463,11 +495,15 @@ class ApnsClient:
     async def _deliver(self, job: _Job) -> Outcome:
         settings = self._settings
         notification = job.notification
-        if notification.expiration is None and settings.expiration_s > 0:
+        expiration = notification.expiration
+        if expiration is None and settings.expiration_s > 0:
             # Fixed once per push, so every retry carries the same value
             # (None is sent as 0, what expiration_s = 0 means).
             expiration = expiration_at(self._reactor.seconds(), settings.expiration_s)
-            notification = attrs.evolve(notification, expiration=expiration)
+        # Everything but the provider token is the same on every attempt.
+        fixed = _RequestHeaders(
+            request_headers(notification, None, expiration=expiration)
+        )
         url = self._url(notification)
         attempt = 0
         refreshed = False
@@ -482,7 +518,7 @@ class ApnsClient:
                 job,
                 notification,
                 url,
-                authorization,
+                _with_authorization(fixed, authorization),
                 min(settings.request_timeout_s, remaining),
             )
             if (
@@ -529,13 +565,13 @@ class ApnsClient:
         job: _Job,
         notification: ApnsNotification,
         url: URL,
-        authorization: str | None,
+        headers: Headers,
         time_limit: float,
     ) -> Outcome:
         self.stats.requests += 1
         timer = _AttemptTimer(self._reactor, time_limit)
         try:
-            return await self._exchange(notification, url, authorization, timer)
+            return await self._exchange(notification, url, headers, timer)
         except Exception as e:  # any transport error is retryable
             if job.stopping:
                 raise
@@ -556,10 +592,9 @@ class ApnsClient:
         self,
         notification: ApnsNotification,
         url: URL,
-        authorization: str | None,
+        headers: Headers,
         timer: _AttemptTimer,
     ) -> Coroutine[Any, Any, Outcome]:
-        headers = Headers(request_headers(notification, authorization))
         requested = self._http.post(
             url,
             data=notification.payload,
@@ -592,6 +627,14 @@ class ApnsClient:
             data = body.received  # the status alone still classifies it
         retry_after = parse_retry_after(response.headers.getRawHeaders(b"retry-after"))
         return classify(status, data, apns_id=apns_id, retry_after=retry_after)
+
+
+def _with_authorization(fixed: _RequestHeaders, authorization: str | None) -> Headers:
+    """One attempt's headers: the push's fixed ones and the current token."""
+    headers = fixed.copy()
+    if authorization is not None:
+        headers.setRawHeaders(b"authorization", [authorization.encode("ascii")])
+    return headers
 
 
 def _response_apns_id(response: IResponse) -> str | None:

@@ -202,14 +202,23 @@ def _notification(  # noqa: PLR0917 - the two factories above pass their argumen
 
 
 def request_headers(
-    notification: ApnsNotification, authorization: str | None
+    notification: ApnsNotification,
+    authorization: str | None,
+    *,
+    expiration: int | None = None,
 ) -> dict[bytes, list[bytes]]:
-    """Lower-case HTTP/2 request headers for one attempt; no collapse id."""
+    """Lower-case HTTP/2 request headers for one attempt; no collapse id.
+
+    ``expiration``, if given, is sent instead of the notification's own (the
+    client fixes it once per push when the notification leaves it open).
+    """
+    if expiration is None:
+        expiration = notification.expiration
     headers = {
         b"apns-push-type": [notification.push_type.value.encode("ascii")],
         b"apns-topic": [notification.topic.encode("ascii")],
         b"apns-priority": [str(notification.priority).encode("ascii")],
-        b"apns-expiration": [str(notification.expiration or 0).encode("ascii")],
+        b"apns-expiration": [str(expiration or 0).encode("ascii")],
         b"apns-id": [notification.apns_id.encode("ascii")],
     }
     if authorization is not None:

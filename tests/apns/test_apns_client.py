@@ -297,6 +297,24 @@ def test_jitter_spreads_delays_down_to_half() -> None:
     assert isinstance(success_of(d), Delivered)
 
 
+def test_each_attempt_gets_its_own_headers() -> None:
+    """What one request's wrappers do to its headers does not reach the retry,
+    and the retry carries the same fields."""
+    h = Harness(jitter=0.0)
+    h.agent.script(Reply(503, _body("ServiceUnavailable")), Reply(200))
+    d = h.push()
+    first = h.agent.requests[0]
+    before = [(k, list(v)) for k, v in first.headers.getAllRawHeaders()]
+    first.headers.addRawHeader(b"x-added-by-a-wrapper", b"1")
+    first.headers.addRawHeader(b"apns-topic", b"changed")
+    h.clock.advance(0.25)
+    assert isinstance(success_of(d), Delivered)
+    second = h.agent.requests[1]
+    assert second.headers is not first.headers
+    assert second.header(b"x-added-by-a-wrapper") is None
+    assert sorted(second.headers.getAllRawHeaders()) == sorted(before)
+
+
 def test_max_attempts_caps_retries() -> None:
     """Attempts stop at max_attempts even with time left (STYLE rule 15)."""
     h = Harness(max_attempts=3, retry_base_s=0.1)

@@ -294,6 +294,16 @@ def test_alert_request_headers_without_token_auth() -> None:
     assert b"authorization" not in h
 
 
+def test_request_headers_expiration_override() -> None:
+    """An explicit expiration is sent instead of the notification's own."""
+    n = _notification(PushType.ALERT, expiration=None)
+    assert request_headers(n, None)[b"apns-expiration"] == [b"0"]
+    h = request_headers(n, None, expiration=1_700_000_009)
+    assert h[b"apns-expiration"] == [b"1700000009"]
+    n5 = _notification(PushType.ALERT, expiration=1_700_000_005)
+    assert request_headers(n5, None)[b"apns-expiration"] == [b"1700000005"]
+
+
 def test_apns_id_is_a_canonical_random_uuid() -> None:
     """apns-id is a version 4 UUID in canonical lower-case form."""
     for _ in range(100):
