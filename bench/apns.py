@@ -998,8 +998,7 @@ def section(args: argparse.Namespace, s: dict[str, Any]) -> str:
         SECTION,
         "",
         f"Date: {now}. Machine: nproc {m['nproc']}, {m['cpu']}, Linux {m['kernel']},"
-        f" Python {m['python']}; 1-minute load average {m['load']} at the start"
-        " (the box is shared with other engineers' runs).",
+        f" Python {m['python']}; 1-minute load average {m['load']} at the start.",
         "",
         f"Command: `{cmd.strip()}`",
         "",
