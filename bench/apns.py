@@ -148,7 +148,9 @@ class _Client:
         self.agent = H2Agent(
             reactor,  # type: ignore[arg-type]
             ca_file=args.work / "cert.pem",
-            request_timeout=30.0,
+            # As gateway/app.py builds it: ApnsClient times each attempt
+            # itself; the bare agent runs need the agent's own timeout.
+            request_timeout=30.0 if getattr(args, "kind", None) == "agent" else None,
             max_concurrent_streams=1000,
             max_queued=max(10_000, args.queued),
         )

@@ -161,21 +161,44 @@ def _url_template(host: str, port: int) -> _DeviceURL:
     return url
 
 
+_Fields = tuple[tuple[bytes, tuple[bytes, ...]], ...]
+
+
 class _RequestHeaders(Headers):
     """Request headers that copy cheaply.
 
     treq's ``ContentDecoderAgent`` copies every request's headers, and
     ``Headers.copy`` re-encodes and re-sanitises each value; these values
-    were sanitised when this object was built, so a copy is a dict of lists.
+    were sanitised when the push's fields were fixed, so a copy is a dict of
+    lists.
     """
 
     __slots__ = ()
+
+    @classmethod
+    def of(cls, fields: _Fields, authorization: str | None) -> _RequestHeaders:
+        """One attempt's headers: the push's fixed fields and the token."""
+        headers = cls()
+        headers._rawHeaders = {name: list(values) for name, values in fields}
+        if authorization is not None:
+            headers.setRawHeaders(b"authorization", [authorization.encode("ascii")])
+        return headers
 
     def copy(self) -> _RequestHeaders:
         """The same headers, without checking them again."""
         new = _RequestHeaders()
         new._rawHeaders = {k: list(v) for k, v in self._rawHeaders.items()}
         return new
+
+
+def _fixed_fields(notification: ApnsNotification, expiration: int | None) -> _Fields:
+    """The fields every attempt of a push sends, checked once by ``Headers``.
+
+    Kept as tuples of bytes, which the cycle collector stops tracking, since
+    they live as long as the push.
+    """
+    headers = Headers(request_headers(notification, None, expiration=expiration))
+    return tuple((name, tuple(values)) for name, values in headers.getAllRawHeaders())
 
 
 class _CappedBody(Protocol):
@@ -501,9 +524,7 @@ class ApnsClient:
             # (None is sent as 0, what expiration_s = 0 means).
             expiration = expiration_at(self._reactor.seconds(), settings.expiration_s)
         # Everything but the provider token is the same on every attempt.
-        fixed = _RequestHeaders(
-            request_headers(notification, None, expiration=expiration)
-        )
+        fixed = _fixed_fields(notification, expiration)
         url = self._url(notification)
         attempt = 0
         refreshed = False
@@ -518,8 +539,9 @@ class ApnsClient:
                 job,
                 notification,
                 url,
-                _with_authorization(fixed, authorization),
-                min(settings.request_timeout_s, remaining),
+                fixed,
+                authorization=authorization,
+                time_limit=min(settings.request_timeout_s, remaining),
             )
             if (
                 isinstance(outcome, Failed)
@@ -565,13 +587,15 @@ class ApnsClient:
         job: _Job,
         notification: ApnsNotification,
         url: URL,
-        headers: Headers,
+        fixed: _Fields,
+        *,
+        authorization: str | None,
         time_limit: float,
     ) -> Outcome:
         self.stats.requests += 1
         timer = _AttemptTimer(self._reactor, time_limit)
         try:
-            return await self._exchange(notification, url, headers, timer)
+            return await self._exchange(notification, url, fixed, authorization, timer)
         except Exception as e:  # any transport error is retryable
             if job.stopping:
                 raise
@@ -592,13 +616,15 @@ class ApnsClient:
         self,
         notification: ApnsNotification,
         url: URL,
-        headers: Headers,
+        fixed: _Fields,
+        authorization: str | None,
         timer: _AttemptTimer,
     ) -> Coroutine[Any, Any, Outcome]:
+        # A plain function, so the headers die once treq has copied them.
         requested = self._http.post(
             url,
             data=notification.payload,
-            headers=headers,
+            headers=_RequestHeaders.of(fixed, authorization),
             allow_redirects=False,
             unbuffered=True,
             cookies=self._cookies,
@@ -627,14 +653,6 @@ class ApnsClient:
             data = body.received  # the status alone still classifies it
         retry_after = parse_retry_after(response.headers.getRawHeaders(b"retry-after"))
         return classify(status, data, apns_id=apns_id, retry_after=retry_after)
-
-
-def _with_authorization(fixed: _RequestHeaders, authorization: str | None) -> Headers:
-    """One attempt's headers: the push's fixed ones and the current token."""
-    headers = fixed.copy()
-    if authorization is not None:
-        headers.setRawHeaders(b"authorization", [authorization.encode("ascii")])
-    return headers
 
 
 def _response_apns_id(response: IResponse) -> str | None:

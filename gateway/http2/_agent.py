@@ -392,7 +392,7 @@ class H2Agent:
                 h2_headers.append((lower, value))
         exchange = Exchange(
             clock=self.clock,
-            request=H2ClientRequest(method, uri, headers),
+            request=H2ClientRequest(method, uri, h2_headers),
             h2_headers=h2_headers,
             timeout=self._request_timeout,
         )

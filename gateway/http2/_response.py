@@ -22,12 +22,29 @@ __all__ = ["H2ClientRequest", "H2Response"]
 
 @implementer(IClientRequest)
 class H2ClientRequest:
-    """What was asked, for ``IResponse.request`` (treq's cookie handling reads it)."""
+    """What was asked, for ``IResponse.request``.
 
-    def __init__(self, method: bytes, absoluteURI: bytes, headers: Headers) -> None:
+    It lives as long as the stream, so it keeps the header fields as sent
+    (the exchange's list, which exists anyway) and builds ``Headers`` only
+    when asked: a ``Headers`` per request in flight is a dict and a list per
+    field more for the cycle collector to walk.
+    """
+
+    def __init__(
+        self, method: bytes, absoluteURI: bytes, fields: list[tuple[bytes, bytes]]
+    ) -> None:
         self.method = method
         self.absoluteURI = absoluteURI
-        self.headers = headers
+        self._fields = fields
+
+    @property
+    def headers(self) -> Headers:
+        """The request's header fields as sent, without pseudo-headers."""
+        headers = Headers()
+        for name, value in self._fields:
+            if not name.startswith(b":"):
+                headers.addRawHeader(name, value)
+        return headers
 
 
 @implementer(IPushProducer)

@@ -114,6 +114,15 @@ def test_post_json_with_headers(
         assert body["headers"]["apns-push-type"] == ["voip"]
         assert body["headers"]["apns-topic"] == ["a.b.voip"]
         assert body["headers"]["content-length"] == [str(len(body["body"]))]
+        # IResponse.request: what was asked, header fields as sent.
+        request = resp.original.request
+        assert request.method == b"POST"
+        assert request.absoluteURI == url.encode()
+        assert request.headers.getRawHeaders(b"apns-topic") == [b"a.b.voip"]
+        assert request.headers.getRawHeaders(b"apns-push-type") == [b"voip"]
+        assert all(
+            not n.startswith(b":") for n, _ in request.headers.getAllRawHeaders()
+        )
     finally:
         yield agent.close()
         yield port.stopListening()
