@@ -39,18 +39,15 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import (
     IDelayedCall,
     IOpenSSLClientConnectionCreator,
-    IProtocol,
-    IProtocolFactory,
     IReactorCore,
     IReactorTCP,
     IReactorTime,
-    IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Interface, implementer
+from zope.interface import Interface
 
 from gateway.devicetoken import DEVICE_ID_RE, mint_device_token
 from gateway.localpush.codec import (
@@ -928,36 +925,13 @@ class Target:
                 bindAddress=bind,
             )
             if self.tls is not None:
-                endpoint = _TLSClientEndpoint(self.tls, endpoint, reactor)
+                from gateway.tls import TLSClientEndpoint  # pyOpenSSL: TLS only
+
+                endpoint = TLSClientEndpoint(self.tls, endpoint, reactor)
             d: Deferred[Any] = connectProtocol(endpoint, proto)  # type: ignore[no-untyped-call]
             return d
 
         return connect
-
-
-@implementer(IStreamClientEndpoint)
-class _TLSClientEndpoint:
-    """``wrapClientTLS`` with the gateway's ``DeviceTLSFactory``: the same TLS,
-    with the cheaper per-record path (the simulator's CPU competes with the
-    server's in every benchmark on one box)."""
-
-    def __init__(
-        self,
-        creator: IOpenSSLClientConnectionCreator,
-        endpoint: IStreamClientEndpoint,
-        clock: IReactorTime,
-    ) -> None:
-        self._creator = creator
-        self._endpoint = endpoint
-        self._clock = clock
-
-    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
-        """Connect the wrapped endpoint; fire with ``factory``'s protocol."""
-        from gateway.localpush.tls import DeviceTLSFactory  # pyOpenSSL: TLS only
-
-        tls = DeviceTLSFactory(self._creator, True, factory, self._clock)
-        d: Deferred[Any] = self._endpoint.connect(tls)
-        return d.addCallback(lambda wrapper: wrapper.wrappedProtocol)
 
 
 class Simulator:

@@ -46,6 +46,10 @@ MISSED_CALLS_THREAD = "missed-calls"
 # the request path sane and rules out path injection.
 _DEVICE_TOKEN_RE = re.compile(r"[0-9a-f]{16,200}")
 _TOPIC_RE = re.compile(r"[A-Za-z0-9.-]{1,255}")
+# calls.md: a UUID per push; APNs wants its canonical 8-4-4-4-12 form.
+_APNS_ID_RE = re.compile(
+    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+)
 
 
 class Environment(enum.Enum):
@@ -111,6 +115,11 @@ def _check_topic(_inst: object, _attr: attrs.Attribute[str], value: str) -> None
         raise ValueError(f"invalid apns topic {value!r}")
 
 
+def _check_apns_id(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
+    if not _APNS_ID_RE.fullmatch(value):
+        raise ValueError(f"apns-id must be a UUID, not {value!r}")
+
+
 def _payload_repr(payload: bytes) -> str:
     # Payloads carry names and message bodies: keep them out of reprs and logs.
     return f"<{len(payload)} bytes>"
@@ -132,7 +141,7 @@ class ApnsNotification:
     topic: str = attrs.field(validator=_check_topic)
     payload: bytes = attrs.field(repr=_payload_repr)
     deadline: float
-    apns_id: str = attrs.field(factory=new_apns_id)
+    apns_id: str = attrs.field(factory=new_apns_id, validator=_check_apns_id)
     expiration: int | None = attrs.field(
         default=None, converter=attrs.converters.optional(int)
     )

@@ -14,7 +14,7 @@ import attrs
 from twisted.application.internet import backoffPolicy
 from twisted.internet._sslverify import IOpenSSLTrustRoot  # not re-exported
 from twisted.internet.defer import Deferred, DeferredList, fail
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
@@ -49,6 +49,7 @@ from gateway.http2._exchange import Exchange
 from gateway.http2._protocol import ConnectionSettings, H2ClientProtocol
 from gateway.http2._proxy import TunnelProtocol
 from gateway.http2._response import H2ClientRequest
+from gateway.tls import TLSClientEndpoint
 
 __all__ = ["H2Agent", "H2AgentReactor"]
 
@@ -473,13 +474,13 @@ class H2Agent:
         """TCP (maybe through the proxy), then TLS with ALPN h2, to ``protocol``."""
         tls = self._tls_options(host)
         if self._proxy is None:
-            endpoint = wrapClientTLS(
+            direct = TLSClientEndpoint(
                 tls,
                 HostnameEndpoint(
                     self._reactor, host, port, timeout=self.connect_timeout
                 ),
             )
-            return endpoint.connect(Factory.forProtocol(lambda: protocol))
+            return direct.connect(Factory.forProtocol(lambda: protocol))
         proxy_host, proxy_port = self._proxy
         tunnel = TunnelProtocol(host=host, port=port, tls=tls, inner=protocol)
         endpoint = HostnameEndpoint(

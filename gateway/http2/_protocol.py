@@ -103,6 +103,7 @@ class H2ClientProtocol(TwistedProtocol):
         self._closed_waiters: list[Deferred[None]] = []
         self._lost = False
         self._closing = False
+        self._receiving = False
         self._healthy = False
         self._close_reason: str | None = None
         self._last_received = clock.seconds()
@@ -177,13 +178,13 @@ class H2ClientProtocol(TwistedProtocol):
         self._core.submit(exchange, exchange.h2_headers, exchange.body, clean=True)
         exchange.protocol = self
         self._cancel_idle()
-        self._flush()
+        self._flush_soon()
         self._handle(self._core.take_events())
 
     def cancel(self, exchange: Exchange) -> None:
         """Drop ``exchange`` (caller gave up): RST_STREAM CANCEL if it started."""
         self._core.cancel(exchange)
-        self._flush()
+        self._flush_soon()
         self._handle(self._core.take_events())
 
     def close(self) -> Deferred[None]:
@@ -210,8 +211,15 @@ class H2ClientProtocol(TwistedProtocol):
             return  # set-up failed or not finished: nothing to parse yet
         self._last_received = self._clock.seconds()
         events = self._core.receive_data(data)
+        # Requests started while these events are handled (the next push,
+        # from a response's callback) go out with this batch's own frames, in
+        # one write: one TLS record and one send for the batch, not one each.
+        self._receiving = True
+        try:
+            self._handle(events)
+        finally:
+            self._receiving = False
         self._flush()
-        self._handle(events)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Fail whatever is still in flight and tell the pool."""
@@ -238,6 +246,12 @@ class H2ClientProtocol(TwistedProtocol):
         waiters, self._closed_waiters = self._closed_waiters, []
         for d in waiters:
             d.callback(None)
+
+    def _flush_soon(self) -> None:
+        """Write now, unless ``dataReceived`` is handling a batch: it writes
+        once when done."""
+        if not self._receiving:
+            self._flush()
 
     def _flush(self) -> None:
         data = self._core.data_to_send()

@@ -15,11 +15,11 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.protocol import Protocol as TwistedProtocol
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from gateway.http2._errors import ProxyConnectError
 from gateway.http2._protocol import H2ClientProtocol
+from gateway.tls import FastTLSFactory
 
 __all__ = ["TunnelProtocol"]
 
@@ -49,7 +49,7 @@ class TunnelProtocol(TwistedProtocol):
         inner: H2ClientProtocol,
     ) -> None:
         self._target = f"{_bracket(host)}:{port}".encode("ascii")
-        self._tls_factory = TLSMemoryBIOFactory(tls, True, _Just(inner))
+        self._tls_factory = FastTLSFactory(tls, True, _Just(inner))
         self._inner = inner
         self._buffer = b""
         self._tls: IProtocol | None = None

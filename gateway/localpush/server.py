@@ -11,7 +11,8 @@ from gateway.localpush.hub import Hub
 from gateway.localpush.protocol import LocalPushProtocol
 from gateway.localpush.session import SessionSettings, random_id
 from gateway.localpush.timers import SessionTimers
-from gateway.localpush.tls import DeviceTLSFactory, ServerTLS
+from gateway.localpush.tls import ServerTLS
+from gateway.tls import FastTLSFactory
 
 __all__ = ["LocalPushFactory", "tls_factory"]
 
@@ -63,10 +64,10 @@ class LocalPushFactory(Factory):
         return proto
 
 
-def tls_factory(factory: LocalPushFactory, tls: ServerTLS) -> DeviceTLSFactory:
+def tls_factory(factory: LocalPushFactory, tls: ServerTLS) -> FastTLSFactory:
     """Wrap ``factory`` in server-side TLS; listen with this on a TCP endpoint.
 
     The wrapped protocol's ``connectionMade`` runs at TCP accept, so the
     handshake timeout covers the TLS handshake, as localpush.md requires.
     """
-    return DeviceTLSFactory(tls, False, factory)
+    return FastTLSFactory(tls, False, factory)

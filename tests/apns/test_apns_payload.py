@@ -330,6 +330,25 @@ def test_device_token_normalised_and_validated() -> None:
         _notification(topic="bad topic\r\n")
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "not-a-uuid",
+        "0b6e3c2e53a44a429b1a1d0c2a5b7e01",  # no hyphens
+        "0b6e3c2e-53a4-4a42-9b1a-1d0c2a5b7e01\r\nx-evil: 1",  # header injection
+        "0b6e3c2e-53a4-4a42-9b1a-1d0c2a5b7e0g",
+    ],
+)
+def test_apns_id_must_be_a_canonical_uuid(bad: str) -> None:
+    """The request headers are sent as built, so a caller's apns-id is checked:
+    only the canonical UUID form APNs accepts gets in."""
+    with pytest.raises(ValueError, match="apns-id"):
+        _notification(apns_id=bad)
+    upper = "0B6E3C2E-53A4-4A42-9B1A-1D0C2A5B7E01"
+    assert _notification(apns_id=upper).apns_id == upper
+
+
 def test_repr_hides_token_and_payload() -> None:
     """Reprs (and so logs) show a token prefix and the payload size only."""
     r = repr(_notification(payload=b'{"display_name":"Alice"}'))

@@ -22,7 +22,9 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from gateway.http2 import ConnectFailedError, H2Agent, NegotiationError
+from gateway.http2._exchange import Exchange
 from gateway.http2._protocol import ConnectionSettings, H2ClientProtocol
+from gateway.http2._response import H2ClientRequest
 
 
 @implementer(INegotiated)
@@ -307,3 +309,82 @@ def test_request_fields_lower_cased_and_connection_fields_dropped() -> None:
         (b"x-two", b"a"),
         (b"x-two", b"b"),
     ]
+
+
+def _exchange(clock: Clock, path: bytes) -> Exchange:
+    fields = [
+        (b":method", b"POST"),
+        (b":scheme", b"https"),
+        (b":authority", b"apns"),
+        (b":path", path),
+    ]
+    return Exchange(
+        clock=clock,
+        request=H2ClientRequest(b"POST", b"https://apns" + path, fields),
+        h2_headers=fields,
+        timeout=None,
+    )
+
+
+class CountingTransport(NegotiatedTransport):
+    """Counts writes: each is a TLS record and a send on a real connection."""
+
+    writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+
+def test_requests_started_by_a_response_go_out_with_its_batch() -> None:
+    """A request submitted outside a read is written at once; requests
+    submitted while a received batch is handled (the next push, from a
+    response's callback) leave in the one write that ends the batch."""
+    clock = Clock()
+    proto = H2ClientProtocol(
+        clock=clock, owner=Owner(), settings=ConnectionSettings(), peer="apns:443"
+    )
+    transport = CountingTransport()
+    proto.makeConnection(transport)
+    proto.handshakeCompleted()
+    server = h2.connection.H2Connection(
+        config=h2.config.H2Configuration(client_side=False)
+    )
+    server.initiate_connection()
+    server.receive_data(transport.value())
+    transport.clear()
+    proto.dataReceived(server.data_to_send())
+    server.receive_data(transport.value())
+    transport.clear()
+
+    first = _exchange(clock, b"/1")
+    started: list[Exchange] = []
+
+    def next_two(_: object) -> None:
+        for path in (b"/2", b"/3"):
+            started.append(_exchange(clock, path))
+            proto.submit(started[-1])
+
+    first.deferred.addCallback(next_two)
+    before = transport.writes
+    proto.submit(first)
+    assert transport.writes == before + 1  # not held back: nothing is being read
+
+    (request,) = [
+        e
+        for e in server.receive_data(transport.value())
+        if isinstance(e, h2.events.RequestReceived)
+    ]
+    transport.clear()
+    server.send_headers(request.stream_id, [(b":status", b"200")], end_stream=True)
+    before = transport.writes
+    proto.dataReceived(server.data_to_send())
+
+    assert len(started) == 2
+    assert transport.writes == before + 1
+    paths = [
+        dict(e.headers)[b":path"]
+        for e in server.receive_data(transport.value())
+        if isinstance(e, h2.events.RequestReceived)
+    ]
+    assert paths == [b"/2", b"/3"]

@@ -1,4 +1,4 @@
-"""DeviceTLSProtocol behaves as Twisted's TLSMemoryBIOProtocol, only cheaper.
+"""FastTLSProtocol behaves as Twisted's TLSMemoryBIOProtocol, only cheaper.
 
 Each scenario runs against both the stock factory and ours over the same
 in-memory client (pyOpenSSL memory BIOs) and must end the same way; the
@@ -26,12 +26,13 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gateway.localpush.tls import DeviceTLSFactory, DeviceTLSProtocol, ServerTLS
+from gateway.localpush.tls import ServerTLS
+from gateway.tls import FastTLSFactory, FastTLSProtocol
 
 ADDR = IPv4Address("TCP", "127.0.0.2", 40000)
 FACTORIES = [
     pytest.param(TLSMemoryBIOFactory, id="stock"),
-    pytest.param(DeviceTLSFactory, id="device"),
+    pytest.param(FastTLSFactory, id="device"),
 ]
 
 
@@ -124,9 +125,9 @@ def server_tls(tls_pair: tuple[Path, Path]) -> ServerTLS:
 
 
 def test_factory_builds_device_protocol(server_tls: ServerTLS) -> None:
-    """DeviceTLSFactory wraps connections in DeviceTLSProtocol."""
-    pair = Pair(DeviceTLSFactory, server_tls)
-    assert isinstance(pair.server, DeviceTLSProtocol)
+    """FastTLSFactory wraps connections in FastTLSProtocol."""
+    pair = Pair(FastTLSFactory, server_tls)
+    assert isinstance(pair.server, FastTLSProtocol)
 
 
 @pytest.mark.parametrize("factory_class", FACTORIES)
@@ -235,7 +236,7 @@ def test_direct_send_with_a_slow_reader(tls_pair: tuple[Path, Path]) -> Any:
         def dataReceived(self, data: bytes) -> None:
             servers.append(self)  # TLS is up on the server side too
 
-    factory = DeviceTLSFactory(
+    factory = FastTLSFactory(
         ServerTLS(*tls_pair), False, protocol.Factory.forProtocol(Writer)
     )
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
