@@ -9,7 +9,6 @@ when SIP answers 202.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, Protocol
 
 import attrs
@@ -21,6 +20,7 @@ from twisted.python.failure import Failure
 from gateway.apns import message_payload
 from gateway.calls.dispatcher import LocalPushPath, PushPath
 from gateway.directory import stored_message
+from gateway.ids import new_uuid4
 from gateway.localpush.hub import DeliveryResult
 from gateway.observers import guard
 from gateway.store import Device, DeviceStore, PendingMessage
@@ -100,7 +100,7 @@ class Messenger:
             for observer in self._observers:
                 guard(self.log, "message_no_devices", observer.message_no_devices)
             return None
-        message_id = request.message_id or str(uuid.uuid4())
+        message_id = request.message_id or new_uuid4()
         stored: list[tuple[str, Device | None, PendingMessage | None]] = []
         writes: list[Deferred[None]] = []
         for device_id, device in devices.items():

@@ -19,7 +19,6 @@ import collections
 import hashlib
 import hmac
 import json
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +35,7 @@ from twisted.web.http_headers import Headers
 from gateway.api._views import call_view
 from gateway.calls.dispatcher import ActiveCall
 from gateway.config import WEBHOOK_EVENTS, Config
+from gateway.ids import new_uuid4
 
 if TYPE_CHECKING:
     from gateway.metrics import Metrics
@@ -147,7 +147,7 @@ class WebhookSender:
                 event_type=event_type,
             )
             return None
-        event_id = str(uuid.uuid4())
+        event_id = new_uuid4()
         envelope = {
             "id": event_id,
             "type": event_type,

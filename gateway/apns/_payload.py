@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import enum
 import json
-import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
+
+from gateway.ids import new_uuid4
 
 __all__ = [
     "ALERT_PAYLOAD_LIMIT",
@@ -71,18 +72,9 @@ def token_hint(device_token: str) -> str:
     return device_token[:8] + "…"
 
 
-def new_apns_id() -> str:
-    """A fresh ``apns-id``; one per push, kept across its retries.
-
-    A random (version 4) UUID in its canonical form, made from the random
-    bytes directly: ``str(uuid.uuid4())`` costs twice as much through the
-    ``UUID`` object, on every push.
-    """
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+#: A fresh ``apns-id``; one per push, kept across its retries: a random
+#: (version 4) UUID in its canonical form.
+new_apns_id = new_uuid4
 
 
 def topic_for(bundle_id: str, push_type: PushType) -> str:

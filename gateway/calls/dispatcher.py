@@ -10,7 +10,6 @@ the API alike.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -50,6 +49,7 @@ from gateway.calls.machine import (
 )
 from gateway.calls.ratelimit import SlidingWindowLimiter
 from gateway.calls.timers import Deadlines
+from gateway.ids import new_uuid4
 from gateway.localpush.frames import CallCancelFrame, CallFrame, FrameSpec, Party
 from gateway.localpush.hub import DeliveryResult, SessionInfo
 from gateway.store import Device, DeviceStore
@@ -65,17 +65,6 @@ __all__ = [
     "LocalPushPath",
     "PushPath",
 ]
-
-
-# RFC 4122 variant: the top two bits of the clock_seq_hi nibble are 10.
-_VARIANT = {f"{n:x}": "89ab"[n & 3] for n in range(16)}
-
-
-def new_uuid4() -> str:
-    """A random (version 4) UUID string like ``str(uuid.uuid4())``, at half
-    its cost (one per call)."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 # Ring timeouts and resume windows closer together than this share one

@@ -8,10 +8,12 @@ refused on the header alone and its body is never buffered (``localpush.md``,
 
 from __future__ import annotations
 
-import datetime
+import functools
 import json
+import math
 import re
 import struct
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -240,6 +242,21 @@ def encode_ping(ping_id: bytes) -> bytes:
 
 
 def format_time(t: float) -> str:
-    """POSIX seconds -> ISO 8601 UTC with milliseconds and ``Z``, as LPP/1 uses."""
-    dt = datetime.datetime.fromtimestamp(t, tz=datetime.UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    """POSIX seconds -> ISO 8601 UTC with milliseconds and ``Z``, as LPP/1 uses.
+
+    Rounded to the microsecond first, as ``datetime.fromtimestamp`` does, then
+    cut to the millisecond. Every call frame carries one or two of these;
+    formatting the date once per second instead of per frame saves 3 us each.
+    """
+    seconds = math.floor(t)
+    micros = round((t - seconds) * 1_000_000)  # the subtraction is exact
+    if micros == 1_000_000:
+        seconds, micros = seconds + 1, 0
+    return f"{_second_prefix(seconds)}{micros // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=8)
+def _second_prefix(seconds: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.`` for a whole POSIX second (the few in use:
+    now, and the ring deadlines a few seconds on)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import re
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +22,7 @@ from gateway.devicetoken import (
     DeviceTokenError,
     verify_device_token,
 )
+from gateway.ids import new_uuid4
 from gateway.localpush.codec import (
     Frame,
     FrameDecoder,
@@ -210,9 +210,8 @@ class _TokenBucket:
         return False
 
 
-def random_id() -> str:
-    """A fresh UUID4 string, for session ids and frame ids."""
-    return str(uuid.uuid4())
+#: A fresh UUID4 string, for session ids and frame ids.
+random_id = new_uuid4
 
 
 class DeviceSession:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import attrs
 import pytest
@@ -17,7 +16,6 @@ from gateway.calls.dispatcher import (
     CallRequest,
     Dispatcher,
     DispatcherSettings,
-    new_uuid4,
 )
 from gateway.calls.machine import PUSH_FAILED_REASON, RATE_LIMITED_REASON, Final
 from gateway.localpush.frames import CallCancelFrame, CallFrame
@@ -272,16 +270,6 @@ def test_forgotten_calls_are_freed_without_the_cycle_collector(env: Env) -> None
         assert [r() for r in refs] == [None, None]
     finally:
         gc.enable()
-
-
-def test_call_ids_are_random_version_4_uuids() -> None:
-    """new_uuid4 (the default call id) gives what str(uuid.uuid4()) gives."""
-    ids = [new_uuid4() for _ in range(2000)]
-    assert len(set(ids)) == len(ids)
-    for call_id in ids:
-        parsed = uuid.UUID(call_id)
-        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
-        assert str(parsed) == call_id
 
 
 @attrs.define

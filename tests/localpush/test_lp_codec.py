@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import struct
 
@@ -158,6 +159,33 @@ def test_encode_refuses_invalid_objects(obj: dict[str, object]) -> None:
 def test_format_time() -> None:
     """Timestamps are ISO 8601 UTC with milliseconds and Z."""
     assert format_time(1795428000.5) == "2026-11-23T10:00:00.500Z"
+    assert format_time(0.0) == "1970-01-01T00:00:00.000Z"
+    # Rounded to the microsecond, then cut to the millisecond.
+    assert format_time(59.9999996) == "1970-01-01T00:01:00.000Z"
+    assert format_time(59.9999994) == "1970-01-01T00:00:59.999Z"
+    assert format_time(4102444799.9995) == "2099-12-31T23:59:59.999Z"
+
+
+def _datetime_format(t: float) -> str:
+    """The reference: what ``datetime`` makes of ``t`` (to the microsecond,
+    rounded half to even), cut to the millisecond."""
+    dt = datetime.datetime.fromtimestamp(t, tz=datetime.UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+@settings(max_examples=2000)
+@given(
+    st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False)
+    | st.builds(
+        lambda s, us: s + us / 1_000_000 + 0.0000005,
+        st.integers(1_700_000_000, 1_900_000_000),
+        st.integers(0, 999_999),
+    )
+)
+def test_format_time_matches_datetime(t: float) -> None:
+    """The per-second cache gives datetime's answer, ties at half a
+    microsecond included, for any time from 1970 to 2100."""
+    assert format_time(t) == _datetime_format(t)
 
 
 json_values = st.recursive(
