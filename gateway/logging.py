@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from gateway.config import LogConfig
 
-__all__ = ["LineObserver", "configure", "make_observer", "observer"]
+__all__ = ["LineObserver", "configure", "debug_enabled", "make_observer", "observer"]
 
 _LEVELS = {
     "debug": LogLevel.debug,
@@ -39,6 +39,16 @@ def configure(config: LogConfig) -> None:
     """Remember the ``[log]`` section for ``observer()``."""
     global _current  # noqa: PLW0603 - twistd asks for the observer without context
     _current = config
+
+
+def debug_enabled() -> bool:
+    """Whether the ``[log]`` section asks for debug events.
+
+    Twisted builds and publishes every event before an observer drops it by
+    level (about 6 us); code that would log at debug per request checks
+    this first.
+    """
+    return _current.level == "debug"
 
 
 def make_observer(config: LogConfig, stream: IO[str] | None = None) -> ILogObserver:

@@ -30,7 +30,7 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
@@ -55,6 +55,7 @@ from gateway.apns._payload import (
 )
 from gateway.apns._settings import ApnsSettings
 from gateway.http2 import BytesProducer
+from gateway.logging import debug_enabled
 from gateway.observers import guard
 
 __all__ = ["ApnsClient", "ApnsStats", "PushObserver", "TokenRejectedCallback"]
@@ -161,7 +162,7 @@ def _url_template(host: str, port: int) -> _DeviceURL:
     return url
 
 
-_Fields = tuple[tuple[bytes, tuple[bytes, ...]], ...]
+_Fields = dict[bytes, list[bytes]]
 
 
 class _RequestHeaders(Headers):
@@ -177,11 +178,16 @@ class _RequestHeaders(Headers):
 
     @classmethod
     def of(cls, fields: _Fields, authorization: str | None) -> _RequestHeaders:
-        """One attempt's headers: the push's fixed fields and the token."""
+        """One attempt's headers: the push's fixed fields and the token.
+
+        The value lists are shared with ``fields``: nothing below treq's
+        ``ContentDecoderAgent`` sees these headers but through ``copy``.
+        """
         headers = cls()
-        headers._rawHeaders = {name: list(values) for name, values in fields}
+        raw = dict(fields)
         if authorization is not None:
-            headers.setRawHeaders(b"authorization", [authorization.encode("ascii")])
+            raw[_AUTHORIZATION] = [authorization.encode("ascii")]
+        headers._rawHeaders = raw
         return headers
 
     def copy(self) -> _RequestHeaders:
@@ -192,15 +198,14 @@ class _RequestHeaders(Headers):
 
 
 def _fixed_fields(notification: ApnsNotification, expiration: int | None) -> _Fields:
-    """The fields every attempt of a push sends.
+    """The fields every attempt of a push sends, keyed as ``Headers`` keeps
+    them.
 
     No ``Headers`` check needed: every value comes from a field the
     notification validated (topic, UUID apns-id, enum push type, integers).
-    Kept as tuples of bytes, which the cycle collector stops tracking, since
-    they live as long as the push.
     """
     fields = request_headers(notification, None, expiration=expiration)
-    return tuple((_header_name(name), tuple(values)) for name, values in fields.items())
+    return {_header_name(name): values for name, values in fields.items()}
 
 
 @functools.cache
@@ -209,6 +214,9 @@ def _header_name(name: bytes) -> bytes:
     each of the few names a push sends."""
     ((stored, _),) = Headers({name: [b""]}).getAllRawHeaders()
     return stored
+
+
+_AUTHORIZATION = _header_name(b"authorization")
 
 
 class _CappedBody(Protocol):
@@ -493,27 +501,34 @@ class ApnsClient:
                 d.callback(None)
 
     def _record(self, notification: ApnsNotification, outcome: Outcome) -> None:
-        fields = {
-            "apns_id": notification.apns_id,
-            "token": token_hint(notification.device_token),
-            "outcome": outcome,
-        }
         self._observe(outcome)
         if isinstance(outcome, Delivered):
             self.stats.delivered += 1
-            self.log.debug("APNs push {apns_id} to {token}: {outcome}", **fields)
+            if debug_enabled():  # one line per delivered push: only on request
+                self._log_outcome(LogLevel.debug, notification, outcome)
         elif isinstance(outcome, TokenRejected):
             self.stats.token_rejected += 1
-            self.log.info("APNs push {apns_id} to {token}: {outcome}", **fields)
+            self._log_outcome(LogLevel.info, notification, outcome)
             self._token_rejected(notification.device_token, outcome.reason)
         elif isinstance(outcome, Retryable):
             self.stats.retryable += 1
-            self.log.warn("APNs push {apns_id} to {token}: {outcome}", **fields)
+            self._log_outcome(LogLevel.warn, notification, outcome)
         elif isinstance(outcome, Failed):
             self.stats.failed += 1
-            self.log.warn("APNs push {apns_id} to {token}: {outcome}", **fields)
+            self._log_outcome(LogLevel.warn, notification, outcome)
         else:
             self.stats.overloaded += 1
+
+    def _log_outcome(
+        self, level: LogLevel, notification: ApnsNotification, outcome: Outcome
+    ) -> None:
+        self.log.emit(
+            level,
+            "APNs push {apns_id} to {token}: {outcome}",
+            apns_id=notification.apns_id,
+            token=token_hint(notification.device_token),
+            outcome=outcome,
+        )
 
     def _token_rejected(self, device_token: str, reason: str) -> None:
         if self._on_token_rejected is None:

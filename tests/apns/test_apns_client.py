@@ -736,3 +736,40 @@ def test_push_observers_hear_each_final_outcome_once(
     assert [e["what"] for e in failures] == ["apns_outcome"] * 2
     for event in failures:
         event["expected"] = True
+
+
+def _outcome_lines(events: list[LogEvent]) -> list[LogEvent]:
+    return [
+        e
+        for e in events
+        if e.get("log_format") == "APNs push {apns_id} to {token}: {outcome}"
+    ]
+
+
+def test_delivered_pushes_are_logged_only_when_debug_is_configured(
+    h: Harness, log_events: list[LogEvent]
+) -> None:
+    """One debug line per delivered push costs every push ~6 us, so it is only
+    made when ``[log] level = "debug"``; failures are logged at any level,
+    and never with the whole token."""
+    from twisted.logger import LogLevel
+
+    from gateway import logging as gwlog
+    from gateway.config import LogConfig
+
+    h.agent.script(Reply(200), Reply(400, _body("BadTopic")), Reply(200))
+    assert isinstance(success_of(h.push()), Delivered)
+    assert isinstance(success_of(h.push()), Failed)
+    quiet = _outcome_lines(log_events)
+    assert [e["log_level"] for e in quiet] == [LogLevel.warn]
+    gwlog.configure(LogConfig(level="debug"))
+    try:
+        n = h.notification()
+        assert success_of(h.client.push(n)) == Delivered(n.apns_id)
+    finally:
+        gwlog.configure(LogConfig())
+    loud = _outcome_lines(log_events)[len(quiet) :]
+    assert [(e["log_level"], e["apns_id"]) for e in loud] == [
+        (LogLevel.debug, n.apns_id)
+    ]
+    assert all(TOKEN not in str(e["token"]) for e in quiet + loud)
