@@ -1,4 +1,5 @@
-"""Random identifiers: version 4 UUID strings from a pool of random bytes.
+"""Random identifiers (version 4 UUID strings, SIP tags) from a pool of
+random bytes.
 
 A call makes several (``call_id``, frame ids, ``apns-id``, session ids), and
 ``str(uuid.uuid4())`` costs a ``getrandom`` system call and a ``UUID`` object
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["new_uuid4"]
+__all__ = ["new_tag", "new_uuid4"]
 
 _POOL_BYTES = 4096
 _HEX_PER_ID = 32
@@ -33,13 +34,13 @@ class _Pool:
         self._hex = ""
         self._pos = 0
 
-    def take(self) -> str:
+    def take(self, digits: int) -> str:
         pos = self._pos
-        if pos + _HEX_PER_ID > len(self._hex):
+        if pos + digits > len(self._hex):
             self._hex = os.urandom(_POOL_BYTES).hex()
             pos = 0
-        self._pos = pos + _HEX_PER_ID
-        return self._hex[pos : pos + _HEX_PER_ID]
+        self._pos = pos + digits
+        return self._hex[pos : pos + digits]
 
 
 _pool = _Pool()
@@ -48,5 +49,11 @@ os.register_at_fork(after_in_child=_pool.reset)
 
 def new_uuid4() -> str:
     """A random (version 4) UUID in canonical form, like ``str(uuid.uuid4())``."""
-    h = _pool.take()
+    h = _pool.take(_HEX_PER_ID)
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+def new_tag() -> str:
+    """16 random hex digits (64 bits): a SIP To tag (RFC 3261 19.3 asks for
+    at least 32 random bits), like ``secrets.token_hex(8)``."""
+    return _pool.take(16)

@@ -65,3 +65,13 @@ def test_a_forked_child_does_not_reuse_the_parents_pool() -> None:
     parent = "".join(new_uuid4() for _ in range(4))
     assert len(child) == len(parent) == 4 * 36
     assert child != parent
+
+
+def test_tags_are_64_random_bits_in_hex() -> None:
+    """SIP To tags: 16 lower-case hex digits, none repeated across pool
+    refills."""
+    from gateway.ids import new_tag
+
+    tags = [new_tag() for _ in range(_MANY)]
+    assert len(set(tags)) == len(tags)
+    assert all(len(t) == 16 and int(t, 16) >= 0 and t == t.lower() for t in tags)

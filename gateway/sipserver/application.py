@@ -11,7 +11,6 @@ tested with plain objects.
 from __future__ import annotations
 
 import ipaddress
-import secrets
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -22,6 +21,7 @@ from twisted.logger import Logger
 
 from gateway.calls.dispatcher import ActiveCall, CallRequest, Dispatcher
 from gateway.devicetoken import DEVICE_ID_RE
+from gateway.ids import new_tag
 from gateway.messages import MessageRequest, MessageResult, Messenger
 from gateway.observers import guard
 from gateway.sip import (
@@ -99,7 +99,7 @@ class _InviteListener:
         self.app = app
         self.key = key
         self.request = request
-        self.to_tag = secrets.token_hex(8)
+        self.to_tag = new_tag()
         self.call_id = ""
         self.answered = False  # a final response went out
 
@@ -225,7 +225,7 @@ class SipApplication:
     ) -> None:
         """Build and send a response; a tag is added to final responses."""
         if to_tag is None and status >= 200:
-            to_tag = secrets.token_hex(8)
+            to_tag = new_tag()
         extra = [*headers, ("Server", self.settings.user_agent)]
         response = build_response(request, status, reason, to_tag=to_tag, headers=extra)
         try:
