@@ -98,7 +98,7 @@ class Messenger:
         devices = resolve_targets(self._registry, now, request.aor, request.device_ids)
         if not devices:
             for observer in self._observers:
-                guard(self.log, "message_no_devices", observer.message_no_devices)
+                guard(self, "message_no_devices", observer.message_no_devices)
             return None
         message_id = request.message_id or new_uuid4()
         stored: list[tuple[str, Device | None, PendingMessage | None]] = []
@@ -130,7 +130,7 @@ class Messenger:
     def _stored(self, result: MessageResult) -> MessageResult:
         for observer in self._observers:
             guard(
-                self.log,
+                self,
                 "message_stored",
                 observer.message_stored,
                 result.message_id,
@@ -140,7 +140,7 @@ class Messenger:
 
     def _failed(self, failure: Failure, message_id: str) -> Failure:
         for observer in self._observers:
-            guard(self.log, "message_failed", observer.message_failed, message_id)
+            guard(self, "message_failed", observer.message_failed, message_id)
         return failure
 
     def _deliver(

@@ -436,7 +436,7 @@ class ApnsClient:
         """Report a final outcome: ``_record`` and ``_overloaded`` each see
         every push that ends through them, and no push goes through both."""
         for observer in self._observers:
-            guard(self.log, "apns_outcome", observer.apns_outcome, outcome)
+            guard(self, "apns_outcome", observer.apns_outcome, outcome)
 
     def _drain(self) -> None:
         # A loop, not recursion: pushes that finish synchronously would

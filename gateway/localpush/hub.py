@@ -313,7 +313,7 @@ class Hub:
     ) -> None:
         for observer in self._frame_observers:
             _guard(
-                self.log,
+                self,
                 "on_frame_result",
                 observer.on_frame_result,
                 device_id,
@@ -357,11 +357,11 @@ class Hub:
             session_id=info.session_id,
             peer=info.peer,
         )
-        _guard(self.log, "directory.device_hello", self._directory.device_hello, info)
+        _guard(self, "directory.device_hello", self._directory.device_hello, info)
         for listener in list(self._listeners):
             if live.dead:
                 return
-            _guard(self.log, "on_session_up", listener.on_session_up, device_id, info)
+            _guard(self, "on_session_up", listener.on_session_up, device_id, info)
         self._replay_messages(live)
 
     def frame_acked(self, handle: SessionHandle, frame_id: str) -> None:
@@ -386,7 +386,7 @@ class Hub:
             live.messages[out.message_id] = _ACKED if failure is None else _TIMED_OUT
             if failure is None:
                 _guard(
-                    self.log,
+                    self,
                     "directory.message_acked",
                     self._directory.message_acked,
                     live.info.device_id,
@@ -407,7 +407,7 @@ class Hub:
             return
         for listener in list(self._listeners):
             _guard(
-                self.log,
+                self,
                 "on_call_event",
                 listener.on_call_event,
                 live.info.device_id,
@@ -453,14 +453,12 @@ class Hub:
             )
             self._resolve(device_id, out, result)
         for listener in list(self._listeners):
-            _guard(
-                self.log, "on_session_down", listener.on_session_down, device_id, reason
-            )
+            _guard(self, "on_session_down", listener.on_session_down, device_id, reason)
 
     def _replay_messages(self, live: _Live) -> None:
         device_id = live.info.device_id
         pending = _guard(
-            self.log,
+            self,
             "directory.pending_messages",
             self._directory.pending_messages,
             device_id,

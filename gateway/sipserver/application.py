@@ -173,7 +173,7 @@ class SipApplication:
         """A new request (not a retransmission, not an ACK)."""
         method = request.method
         for observer in self._observers:
-            guard(self.log, "sip_request", observer.sip_request, method)
+            guard(self, "sip_request", observer.sip_request, method)
         handler = _METHODS.get(method)
         if handler is None:
             self.reply(key, request, 405, headers=[("Allow", ALLOW)])

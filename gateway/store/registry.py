@@ -136,7 +136,7 @@ class Registry(Service):
 
     def _report(self, op: str, seconds: float, ok: bool) -> None:
         for observer in self._write_observers:
-            guard(self.log, "store_write", observer.store_write, op, seconds, ok)
+            guard(self, "store_write", observer.store_write, op, seconds, ok)
 
     # -- life cycle ---------------------------------------------------------
 
