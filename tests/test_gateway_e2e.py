@@ -14,6 +14,7 @@ from gw_device import Device
 from gw_example import EPHEMERAL, example_in
 from twisted.internet import endpoints, reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.logger import formatEvent, globalLogPublisher
 
@@ -200,3 +201,91 @@ def test_messages_survive_a_gateway_restart(tmp_path: Path) -> Any:
         assert second.registry.pending_messages("iphone-1", time.time()) == []
     finally:
         yield second.stopService()
+
+
+class _SipClient(Protocol):
+    """Collects whole SIP responses off a stream connection."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.waiting: list[tuple[int, Deferred[list[bytes]]]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        self._check()
+
+    def responses(self, count: int) -> Deferred[list[bytes]]:
+        d: Deferred[list[bytes]] = Deferred()
+        self.waiting.append((count, d))
+        self._check()
+        return d.addTimeout(10, reactor)  # type: ignore[arg-type]
+
+    def _check(self) -> None:
+        whole = [m for m in self.buffer.split(b"\r\n\r\n")[:-1] if m]
+        for count, d in list(self.waiting):
+            if len(whole) >= count:
+                self.waiting.remove((count, d))
+                d.callback(whole[:count])
+
+
+_SIP_TLS_REQUEST = (
+    b"%s sip:%s SIP/2.0\r\n"
+    b"Via: SIP/2.0/TLS 127.0.0.1:5071;branch=z9hG4bK-tls-%d\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"From: <sip:core@example.com>;tag=tls%d\r\n"
+    b"To: <sip:%s>\r\n"
+    b"Call-ID: tls-%d@127.0.0.1\r\n"
+    b"CSeq: 1 %s\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+@pytest.mark.integration
+@pytest_twisted.inlineCallbacks
+def test_sip_over_tls_answers_options_and_invites(tmp_path: Path) -> Any:
+    """The SIP TLS listener (enabled with the dev certificate) serves OPTIONS
+    and INVITE over one TLS connection like the UDP and TCP ones: 200 with
+    Allow, and 100 then 404 with X-Push-Status for an AOR nobody registered."""
+    environ = {
+        **EPHEMERAL,
+        "VOIPGW_SIP__TLS__ENABLED": "true",
+        "VOIPGW_SIP__TLS__PORT": "0",
+    }
+    config = load_config(example_in(tmp_path), environ=environ)
+    service = build_service(config, reactor)  # type: ignore[arg-type]
+    service.startService()
+    try:
+        address = service.listeners["sip-tls"].address
+        assert address is not None and config.sip.tls.cert is not None
+        options = optionsForClientTLS(
+            "localhost",
+            trustRoot=Certificate.loadPEM(config.sip.tls.cert.read_bytes()),
+        )
+        endpoint = endpoints.SSL4ClientEndpoint(reactor, *address, options)
+        client = yield endpoints.connectProtocol(endpoint, _SipClient())
+        client.transport.write(
+            _SIP_TLS_REQUEST
+            % (b"OPTIONS", b"gw@127.0.0.1", 1, 1, b"gw@127.0.0.1", 1, b"OPTIONS")
+            + _SIP_TLS_REQUEST
+            % (
+                b"INVITE",
+                b"nobody@example.com",
+                2,
+                2,
+                b"nobody@example.com",
+                2,
+                b"INVITE",
+            )
+        )
+        first, second = yield client.responses(2)
+        assert first.startswith(b"SIP/2.0 200 ")
+        assert b"\r\nAllow: " in first
+        assert b"Call-ID: tls-1@127.0.0.1" in first
+        assert second.startswith(b"SIP/2.0 100 Trying\r\n")
+        _, _, final = yield client.responses(3)
+        assert final.startswith(b"SIP/2.0 404 ")
+        assert b"\r\nX-Push-Status: none" in final
+        assert b"Via: SIP/2.0/TLS 127.0.0.1:5071;branch=z9hG4bK-tls-2" in final
+        client.transport.loseConnection()
+    finally:
+        yield service.stopService()
