@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from apns import BUNDLE, TOKEN, bench_payload  # noqa: E402 - after the path
+from apns import BUNDLE, TOKEN, _callgrind_total, bench_payload  # noqa: E402 - after the path
 
 WARMUP = 100
 
@@ -136,10 +136,7 @@ def instructions(pushes: int) -> float:
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
-            for line in out.read_text().splitlines():
-                if line.startswith(("summary:", "totals:")):
-                    totals.append(int(line.split()[1]))
-                    break
+            totals.append(_callgrind_total(out))
     return (totals[1] - totals[0]) / (2 * pushes)
 
 

@@ -22,13 +22,12 @@ _VARIANT = {f"{n:x}": "89ab"[n & 3] for n in range(16)}
 
 
 class _Pool:
-    """Hex digits of ``os.urandom`` output, handed out 32 at a time."""
+    """Hex digits of ``os.urandom`` output, handed out in order, never twice."""
 
     __slots__ = ("_hex", "_pos")
 
     def __init__(self) -> None:
-        self._hex = ""
-        self._pos = 0
+        self.reset()
 
     def reset(self) -> None:
         self._hex = ""

@@ -299,9 +299,10 @@ class SipUdpProtocol(DatagramProtocol):
         """``sendto`` on the port's socket, as ``Port.write`` ends up doing.
 
         ``SipServer._send`` only routes to IP literals, so the port's three
-        address checks per datagram (about 4 us) are skipped; what the socket
-        raises is what ``Port.write`` would raise, but for ECONNREFUSED (an
-        earlier datagram's ICMP error), which it ignores too.
+        address checks per datagram (about 4 us) are skipped. ECONNREFUSED (an
+        earlier datagram's ICMP error) is ignored, as ``Port.write`` does;
+        any other ``OSError`` propagates, and ``SipServer._send`` counts and
+        logs it.
         """
         port: Any = self.transport
         if port is None:
