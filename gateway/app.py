@@ -38,6 +38,7 @@ from gateway.localpush.tls import ServerTLS
 from gateway.messages import Messenger
 from gateway.sip import TimerSettings, TransactionLayer, Transport
 from gateway.sipserver.application import SipApplication, SipSettings
+from gateway.sipserver.overload import LagMonitor, OverloadGuard, OverloadSettings
 from gateway.sipserver.server import SipServer, SipStreamFactory, SipUdpProtocol
 from gateway.sipserver.service import SipService
 from gateway.store import DeviceStore, Registry, SQLitePersister
@@ -242,6 +243,13 @@ def _sip(config: Config, reactor: GatewayReactor, top: Gateway) -> SipService:
         TimerSettings(t1=sip.t1_ms / 1000, t2=sip.t2_ms / 1000, t4=sip.t4_ms / 1000)
     )
     server = SipServer(reactor, layer, sip.max_message_bytes)
+    overload = OverloadGuard(
+        OverloadSettings(
+            max_pending_invites=sip.max_pending_invites,
+            lag_ms=sip.overload_lag_ms,
+            retry_after_s=sip.overload_retry_after_s,
+        )
+    )
     assert top.dispatcher is not None and top.messenger is not None
     assert top.registry is not None
     app = SipApplication(
@@ -256,10 +264,11 @@ def _sip(config: Config, reactor: GatewayReactor, top: Gateway) -> SipService:
             user_agent=sip.user_agent,
         ),
         responder=server,
+        overload=overload,
     )
     server.app = app
     top.sip = server
-    service = SipService(server, app)
+    service = SipService(server, app, LagMonitor(reactor, overload))
     if sip.udp.enabled:
         udp = SipUdpProtocol(server)
         server.udp = udp

@@ -179,6 +179,9 @@ class SipConfig:
     tcp_idle_timeout_s: float = _setting(300.0, check=_between(1, 86_400))
     tcp_message_timeout_s: float = _setting(10.0, check=_between(0.5, 600))
     tcp_max_connections: int = _setting(10_000, check=_between(1, 1_000_000))
+    max_pending_invites: int = _setting(50_000, check=_between(1, 10_000_000))
+    overload_lag_ms: int = _setting(250, check=_between(0, 60_000))
+    overload_retry_after_s: int = _setting(5, check=_between(1, 86_400))
     register_networks: tuple[str, ...] = _setting(
         ("127.0.0.0/8", "::1/128"), check=_networks
     )

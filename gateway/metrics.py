@@ -53,6 +53,7 @@ from gateway.apns import (
     TokenRejected,
 )
 from gateway.localpush.hub import DeliveryResult, SessionInfo
+from gateway.sipserver.overload import OverloadGuard
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -445,6 +446,8 @@ class _GatewayCollector(Collector):
             for name, count in sorted(sip.stats.items()):
                 events.add_metric([name], float(count))
             yield events
+            if sip.app is not None:
+                yield from _overload_metrics(sip.app.overload)
         if gw.gc is not None:
             policy = gw.gc
             yield GaugeMetricFamily(
@@ -507,3 +510,24 @@ def instrument(gateway: Gateway, metrics: Metrics | None = None) -> Instrumentat
     if gateway.registry is not None:
         gateway.registry.add_write_observer(metrics)
     return Instrumentation(metrics, collector)
+
+
+def _overload_metrics(guard: OverloadGuard) -> Iterator[Metric]:
+    refused = CounterMetricFamily(
+        "voipgw_sip_invites_refused_overload",
+        "New INVITEs answered 503 by the overload guard, by signal",
+        labels=["reason"],
+    )
+    for reason, count in sorted(guard.refused.items()):
+        refused.add_metric([reason], float(count))
+    yield refused
+    yield GaugeMetricFamily(
+        "voipgw_sip_overloaded",
+        "1 while new INVITEs are refused because the reactor runs late",
+        value=1.0 if guard.lagging else 0.0,
+    )
+    yield GaugeMetricFamily(
+        "voipgw_reactor_lag_seconds",
+        "How late the last 100 ms reactor timer fired",
+        value=guard.lag_s,
+    )

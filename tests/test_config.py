@@ -78,6 +78,15 @@ BAD: list[tuple[str, str, dict[str, str], list[str]]] = [
         ["sip.udp.port: must be an integer (got string)"],
     ),
     (
+        "overload lag out of range",
+        BASE + "[sip]\noverload_lag_ms = -1\nmax_pending_invites = 0\n",
+        {},
+        [
+            "sip.max_pending_invites: must be between 1 and 10000000 (got 0)",
+            "sip.overload_lag_ms: must be between 0 and 60000 (got -1)",
+        ],
+    ),
+    (
         "float for int",
         BASE + "[sip.udp]\nport = 5060.5\n",
         {},

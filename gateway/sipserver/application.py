@@ -32,6 +32,7 @@ from gateway.sip import (
     TransactionKey,
     build_response,
 )
+from gateway.sipserver.overload import OverloadGuard
 from gateway.store import Binding, DeviceStore
 
 __all__ = [
@@ -151,6 +152,7 @@ class SipApplication:
         registry: DeviceStore,
         settings: SipSettings,
         responder: Responder,
+        overload: OverloadGuard | None = None,
     ) -> None:
         self._clock = clock
         self._dispatcher = dispatcher
@@ -160,6 +162,7 @@ class SipApplication:
         self._networks = settings.networks
         self._responder = responder
         self._invites: dict[TransactionKey, _InviteListener] = {}  # pending INVITEs
+        self.overload = overload if overload is not None else OverloadGuard()
         self.shutting_down = False
         self._observers: list[RequestObserver] = []
 
@@ -255,6 +258,18 @@ class SipApplication:
                 request,
                 503,
                 headers=[("Retry-After", "5"), ("X-Push-Status", "none")],
+            )
+            return
+        if self.overload.refusal(len(self._invites)) is not None:
+            self.reply(
+                key,
+                request,
+                503,
+                "Overloaded",
+                headers=[
+                    ("Retry-After", self.overload.retry_after),
+                    ("X-Push-Status", "none"),
+                ],
             )
             return
         handle, display_name = _caller(request)

@@ -194,3 +194,9 @@ async def test_sip_requests_and_responses_are_counted(
     assert got[("voipgw_sip_requests_total", (("method", "OPTIONS"),))] == 1
     assert got[("voipgw_sip_responses_total", (("code", "200"),))] == 1
     assert got[("voipgw_sip_events_total", (("event", "received"),))] == 1
+    # The overload guard is wired in and idle: nothing refused, not shedding.
+    refused = "voipgw_sip_invites_refused_overload_total"
+    assert got[(refused, (("reason", "lag"),))] == 0
+    assert got[(refused, (("reason", "pending"),))] == 0
+    assert got[("voipgw_sip_overloaded", ())] == 0
+    assert 0 <= got[("voipgw_reactor_lag_seconds", ())] < 1

@@ -24,7 +24,9 @@ from gateway.sip import (
     parse_message,
 )
 from gateway.sipserver.application import SipApplication, SipSettings
+from gateway.sipserver.overload import LagMonitor, OverloadGuard, OverloadSettings
 from gateway.sipserver.server import SipServer
+from gateway.sipserver.service import SipService
 from gateway.store import Device, MemoryPersister, Registry
 
 AOR = "sip:bob@example.com"
@@ -504,3 +506,101 @@ def test_request_observers_hear_new_requests_not_retransmissions(
     assert recorder.heard == broken.heard == ["OPTIONS", "OPTIONS"]
     failures = [e for e in events if "log_failure" in e]
     assert [e["what"] for e in failures] == ["sip_request"] * 2
+
+
+def test_overload_pending_cap_refuses_new_invites_503(front: Front) -> None:
+    """At ``max_pending_invites`` a new INVITE gets 503 Overloaded with
+    Retry-After and starts no call; the ringing call is untouched, OPTIONS
+    is served, a retransmission of the refused INVITE is absorbed, and once
+    the ringing call ends INVITEs are taken again."""
+    front.app.overload = OverloadGuard(
+        OverloadSettings(max_pending_invites=1, retry_after_s=7)
+    )
+    front.hub.online.add("phone")
+    front.send(request("INVITE"))
+    front.hub.ack(0)
+    assert front.statuses() == [100, 180]
+    refused = request("INVITE", branch="z9hG4bK-2", call_id="c2@test")
+    front.send(refused)
+    r100, r503 = front.responses()
+    assert (r100.status, r503.status, r503.reason) == (100, 503, "Overloaded")
+    assert (r503.header("Retry-After"), r503.header("X-Push-Status")) == ("7", "none")
+    assert len(front.hub.sent) == 1  # no frame for the refused call
+    assert front.dispatcher.active_count == 1
+    front.send(refused)  # retransmitted: the transaction answers, no new count
+    assert front.statuses() == [503]
+    assert front.app.overload.refused == {"pending": 1, "lag": 0}
+    front.send(request("OPTIONS", branch="z9hG4bK-o", call_id="o@test"))
+    assert front.statuses() == [200]
+    front.send(request("CANCEL"))
+    assert sorted(front.statuses()) == [200, 487]
+    front.send(request("INVITE", branch="z9hG4bK-3", call_id="c3@test"))
+    assert front.statuses() == [100]
+    assert front.dispatcher.active_count == 1  # the new call; the cancelled one ended
+
+
+def test_overload_reactor_lag_sheds_until_it_catches_up(front: Front) -> None:
+    """The lag monitor on the same clock: one timer firing 400 ms late is a
+    stall, two in a row start shedding (warned once), a punctual one ends it
+    (logged), and only new INVITEs were refused."""
+    guard = OverloadGuard(OverloadSettings(lag_ms=250))
+    front.app.overload = guard
+    monitor = LagMonitor(front.clock, guard)
+    monitor.start()
+    front.clock.advance(0.1)
+    assert (guard.lag_s, guard.lagging) == (0.0, False)
+    with capturedLogs() as events:
+        front.clock.advance(0.5)  # the reactor was busy: due at +0.1, ran at +0.5
+        assert guard.lag_s == pytest.approx(0.4) and not guard.lagging
+        front.clock.advance(0.1)
+        assert not guard.lagging  # punctual again: it was one stall
+        front.clock.advance(0.5)
+        front.clock.advance(0.4)  # 300 ms late, the second in a row
+    assert guard.lagging and guard.lag_s == pytest.approx(0.3)
+    assert [e["log_level"].name for e in events] == ["warn"]
+    front.send(request("INVITE"))
+    assert [(r.status, r.reason) for r in front.responses()] == [
+        (100, "Trying"),
+        (503, "Overloaded"),
+    ]
+    front.send(request("OPTIONS", branch="z9hG4bK-o", call_id="o@test"))
+    assert front.statuses() == [200]
+    with capturedLogs() as events:
+        front.clock.advance(0.25)  # 150 ms late: over half the threshold
+        assert guard.lagging
+        front.clock.advance(0.1)
+    assert not guard.lagging
+    assert [e["log_level"].name for e in events] == ["info"]
+    front.hub.online.add("phone")
+    front.send(request("INVITE", branch="z9hG4bK-2", call_id="c2@test"))
+    assert front.statuses() == [100]
+    assert len(front.hub.sent) == 1
+    assert guard.refused == {"pending": 0, "lag": 1}
+    monitor.stop()
+    assert all(c.func != monitor._tick for c in front.clock.getDelayedCalls())
+
+
+def test_sip_service_runs_the_lag_monitor_while_started(front: Front) -> None:
+    """The service starts sampling with the listeners and stops on stop."""
+    monitor = LagMonitor(front.clock, front.app.overload)
+    service = SipService(front.server, front.app, monitor)
+
+    def sampling() -> bool:
+        return any(c.func == monitor._tick for c in front.clock.getDelayedCalls())
+
+    service.startService()
+    assert sampling()
+    front.clock.advance(0.1)
+    assert sampling()
+    service.stopService()
+    assert not sampling()
+
+
+def test_overload_lag_zero_turns_lag_shedding_off(front: Front) -> None:
+    """``overload_lag_ms = 0``: no sampling timer, any lag is only recorded."""
+    guard = OverloadGuard(OverloadSettings(lag_ms=0))
+    monitor = LagMonitor(front.clock, guard)
+    monitor.start()
+    assert front.clock.getDelayedCalls() == []
+    assert guard.sample(10.0) is None
+    assert (guard.lagging, guard.lag_s, guard.refusal(0)) == (False, 10.0, None)

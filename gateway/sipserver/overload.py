@@ -1,0 +1,122 @@
+"""Overload protection for the SIP front: refuse new INVITEs with 503.
+
+A gateway that takes more calls than its CPU can serve does not slow down
+gracefully: responses come late, the SIP core retransmits, and the
+retransmissions eat the CPU the calls needed, until every call fails. A
+``503 Service Unavailable`` with ``Retry-After`` (RFC 3261 21.5.4) instead
+tells the core at once to try another gateway (Kamailio's dispatcher and
+Asterisk fail over on it), and costs far less than a call. Two signals
+decide: too many INVITEs pending an answer, and the reactor running late
+(the CPU is saturated, measured rather than guessed). Calls already taken
+are never touched.
+"""
+
+from __future__ import annotations
+
+import attrs
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+__all__ = ["LagMonitor", "OverloadGuard", "OverloadSettings"]
+
+
+@attrs.frozen
+class OverloadSettings:
+    """From ``[sip]``: ``max_pending_invites``, ``overload_lag_ms`` (0: off)
+    and ``overload_retry_after_s``."""
+
+    max_pending_invites: int = 50_000
+    lag_ms: int = 250
+    retry_after_s: int = 5
+    interval_s: float = 0.1  # how often the reactor's lateness is sampled
+
+
+class OverloadGuard:
+    """Sans-IO: fed reactor-lag samples, asked before every new INVITE.
+
+    Shedding starts when two samples in a row reach ``lag_ms`` (one late
+    timer is a single stall, such as start-up work or a collector pass, not
+    a saturated CPU) and ends when one falls under half of it, so it does
+    not flap.
+    """
+
+    def __init__(self, settings: OverloadSettings = OverloadSettings()) -> None:
+        self.settings = settings
+        self.retry_after = str(settings.retry_after_s)
+        self.lag_s = 0.0  # the last sample
+        self.lagging = False
+        self.refused: dict[str, int] = {"pending": 0, "lag": 0}
+        self._late = 0  # samples in a row at or over the threshold
+        self._enter_s = settings.lag_ms / 1000
+        self._leave_s = self._enter_s / 2
+
+    def sample(self, lag_s: float) -> bool | None:
+        """Record how late the reactor ran; True/False when shedding by lag
+        starts/stops with this sample, None when nothing changed."""
+        self.lag_s = lag_s
+        if self._enter_s <= 0:
+            return None
+        self._late = self._late + 1 if lag_s >= self._enter_s else 0
+        if not self.lagging and self._late >= 2:
+            self.lagging = True
+            return True
+        if self.lagging and lag_s < self._leave_s:
+            self.lagging = False
+            return False
+        return None
+
+    def refusal(self, pending: int) -> str | None:
+        """Why a new INVITE must be refused now ("pending", "lag"), or None."""
+        if pending >= self.settings.max_pending_invites:
+            reason = "pending"
+        elif self.lagging:
+            reason = "lag"
+        else:
+            return None
+        self.refused[reason] += 1
+        return reason
+
+
+class LagMonitor:
+    """Measures how late a timer fires, every ``interval_s``: the reactor's
+    queueing delay, which is what a SIP peer waits on."""
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, guard: OverloadGuard) -> None:
+        self._clock = clock
+        self._guard = guard
+        self._interval = guard.settings.interval_s
+        self._due = 0.0
+        self._call: IDelayedCall | None = None
+
+    def start(self) -> None:
+        if self._call is None and self._guard.settings.lag_ms > 0:
+            self._schedule()
+
+    def stop(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _schedule(self) -> None:
+        self._due = self._clock.seconds() + self._interval
+        self._call = self._clock.callLater(self._interval, self._tick)
+
+    def _tick(self) -> None:
+        lag = max(0.0, self._clock.seconds() - self._due)
+        changed = self._guard.sample(lag)
+        if changed is True:
+            self.log.warn(
+                "SIP overload: the reactor runs {lag_ms:.0f} ms late; new INVITEs "
+                "get 503 until it catches up",
+                lag_ms=lag * 1000,
+            )
+        elif changed is False:
+            self.log.info(
+                "SIP overload over: reactor lag {lag_ms:.0f} ms; {refused} INVITEs "
+                "were refused for lag so far",
+                lag_ms=lag * 1000,
+                refused=self._guard.refused["lag"],
+            )
+        self._schedule()
