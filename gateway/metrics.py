@@ -36,7 +36,7 @@ one ``inc``/``observe``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -420,32 +420,26 @@ class _GatewayCollector(Collector):
                 "Pushes waiting for an APNs slot",
                 value=apns.queued,
             )
-            family = CounterMetricFamily(
+            yield _counter_family(
                 "voipgw_apns_client_events",
                 "APNs client counters (requests, retries, timeouts, ...)",
-                labels=["event"],
+                "event",
+                vars(apns.stats),
             )
-            for name, value in sorted(vars(apns.stats).items()):
-                family.add_metric([name], float(value))
-            yield family
         sip = gw.sip
         if sip is not None:
-            codes = CounterMetricFamily(
+            yield _counter_family(
                 "voipgw_sip_responses",
                 "SIP responses sent, by status code",
-                labels=["code"],
+                "code",
+                sip.responses,
             )
-            for code, count in sorted(sip.responses.items()):
-                codes.add_metric([str(code)], float(count))
-            yield codes
-            events = CounterMetricFamily(
+            yield _counter_family(
                 "voipgw_sip_events",
                 "SIP server counters (received, bad, dropped, absorbed, ...)",
-                labels=["event"],
+                "event",
+                sip.stats,
             )
-            for name, count in sorted(sip.stats.items()):
-                events.add_metric([name], float(count))
-            yield events
             if sip.app is not None:
                 yield from _overload_metrics(sip.app.overload)
         if gw.gc is not None:
@@ -455,14 +449,12 @@ class _GatewayCollector(Collector):
                 "Objects frozen out of the cycle collector's passes",
                 value=policy.frozen_objects(),
             )
-            passes = CounterMetricFamily(
+            yield _counter_family(
                 "voipgw_gc_passes",
                 "GC policy passes: freeze (survivors) and sweep (everything)",
-                labels=["kind"],
+                "kind",
+                {"freeze": policy.freezes, "sweep": policy.sweeps},
             )
-            passes.add_metric(["freeze"], float(policy.freezes))
-            passes.add_metric(["sweep"], float(policy.sweeps))
-            yield passes
             yield CounterMetricFamily(
                 "voipgw_gc_pause_seconds",
                 "Time the GC policy's passes held the process",
@@ -513,14 +505,12 @@ def instrument(gateway: Gateway, metrics: Metrics | None = None) -> Instrumentat
 
 
 def _overload_metrics(guard: OverloadGuard) -> Iterator[Metric]:
-    refused = CounterMetricFamily(
+    yield _counter_family(
         "voipgw_sip_invites_refused_overload",
         "New INVITEs answered 503 by the overload guard, by signal",
-        labels=["reason"],
+        "reason",
+        guard.refused,
     )
-    for reason, count in sorted(guard.refused.items()):
-        refused.add_metric([reason], float(count))
-    yield refused
     yield GaugeMetricFamily(
         "voipgw_sip_overloaded",
         "1 while new INVITEs are refused because the reactor runs late",
@@ -531,3 +521,14 @@ def _overload_metrics(guard: OverloadGuard) -> Iterator[Metric]:
         "How late the last 100 ms reactor timer fired",
         value=guard.lag_s,
     )
+
+
+def _counter_family(
+    name: str, documentation: str, label: str, counts: Mapping[Any, float]
+) -> CounterMetricFamily:
+    """One labelled counter family from a plain ``{label value: count}`` map,
+    the shape the cores keep their counters in."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([str(value)], float(count))
+    return family

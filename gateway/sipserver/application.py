@@ -198,19 +198,36 @@ class SipApplication:
         self.shutting_down = True
         for key, listener in list(self._invites.items()):
             listener.answered = True
-            self.reply(
+            self._unavailable(
                 key,
                 listener.request,
-                503,
+                str(retry_after_s),
+                push_status=self._status_of(listener.call_id),
                 to_tag=listener.to_tag,
-                headers=[
-                    ("Retry-After", str(retry_after_s)),
-                    ("X-Push-Status", self._status_of(listener.call_id)),
-                ],
             )
             if listener.call_id:
                 self._dispatcher.cancel(listener.call_id, "failed")
         self._invites.clear()
+
+    def _unavailable(
+        self,
+        key: TransactionKey,
+        request: Request,
+        retry_after: str,
+        reason: str | None = None,
+        *,
+        push_status: str = "none",
+        to_tag: str | None = None,
+    ) -> None:
+        """503 + Retry-After: the core's cue to fail over (stop, overload)."""
+        self.reply(
+            key,
+            request,
+            503,
+            reason,
+            to_tag=to_tag,
+            headers=[("Retry-After", retry_after), ("X-Push-Status", push_status)],
+        )
 
     def _status_of(self, call_id: str) -> str:
         call = self._dispatcher.get(call_id) if call_id else None
@@ -253,24 +270,10 @@ class SipApplication:
             self.reply(key, request, 416, headers=[("X-Push-Status", "none")])
             return
         if self.shutting_down:
-            self.reply(
-                key,
-                request,
-                503,
-                headers=[("Retry-After", "5"), ("X-Push-Status", "none")],
-            )
+            self._unavailable(key, request, "5")
             return
         if self.overload.refusal(len(self._invites)) is not None:
-            self.reply(
-                key,
-                request,
-                503,
-                "Overloaded",
-                headers=[
-                    ("Retry-After", self.overload.retry_after),
-                    ("X-Push-Status", "none"),
-                ],
-            )
+            self._unavailable(key, request, self.overload.retry_after, "Overloaded")
             return
         handle, display_name = _caller(request)
         call_request = CallRequest(
