@@ -272,8 +272,9 @@ def _sip(config: Config, reactor: GatewayReactor, top: Gateway) -> SipService:
     if sip.udp.enabled:
         udp = SipUdpProtocol(server)
         server.udp = udp
+        on_delay = overload.queued if sip.overload_lag_ms > 0 else None
         listener: Listener = DatagramListener(
-            "SIP UDP", reactor, sip.udp.bind, sip.udp.port, udp
+            "SIP UDP", reactor, sip.udp.bind, sip.udp.port, udp, on_delay=on_delay
         )
         top.listeners["sip-udp"] = listener
         attach(listener, "udp", service)

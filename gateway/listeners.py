@@ -8,6 +8,7 @@ config asks for port 0.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -23,6 +24,8 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from gateway.sipserver.udpport import listen_udp
 
 __all__ = [
     "DatagramListener",
@@ -126,20 +129,25 @@ class DatagramListener(Listener):
         bind: str,
         port: int,
         protocol: DatagramProtocol,
+        *,
+        on_delay: Callable[[float], None] | None = None,
     ) -> None:
         super().__init__(label)
         self._reactor = reactor
         self._bind_address = bind
         self._port_number = port
         self._protocol = protocol
+        self._on_delay = on_delay  # fed how long datagrams queued in the kernel
 
     def _bind(self) -> IListeningPort:
         try:
-            return self._reactor.listenUDP(
+            return listen_udp(
+                self._reactor,
                 self._port_number,
                 self._protocol,
-                interface=self._bind_address,
-                maxPacketSize=65_535,
+                self._bind_address,
+                65_535,
+                on_delay=self._on_delay,
             )
         except CannotListenError as e:
             raise ListenError(f"{self.label} cannot listen: {e}") from None

@@ -513,13 +513,18 @@ def _overload_metrics(guard: OverloadGuard) -> Iterator[Metric]:
     )
     yield GaugeMetricFamily(
         "voipgw_sip_overloaded",
-        "1 while new INVITEs are refused because the reactor runs late",
+        "1 while new INVITEs are refused because requests wait too long",
         value=1.0 if guard.lagging else 0.0,
     )
     yield GaugeMetricFamily(
         "voipgw_reactor_lag_seconds",
         "How late the last 100 ms reactor timer fired",
         value=guard.lag_s,
+    )
+    yield GaugeMetricFamily(
+        "voipgw_sip_udp_queue_delay_seconds",
+        "Longest wait in the kernel of a SIP datagram read in the last 100 ms",
+        value=guard.queued_s,
     )
 
 

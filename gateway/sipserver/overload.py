@@ -34,33 +34,50 @@ class OverloadSettings:
 class OverloadGuard:
     """Sans-IO: fed reactor-lag samples, asked before every new INVITE.
 
-    Shedding starts when two samples in a row reach ``lag_ms`` (one late
-    timer is a single stall, such as start-up work or a collector pass, not
-    a saturated CPU) and ends when one falls under half of it, so it does
-    not flap.
+    A sample is the longer of two waits: how late the reactor ran a timer,
+    and how long the oldest SIP datagram read since the last sample sat in
+    the kernel (``queued``; a deep receive buffer hides that one from the
+    timer). Shedding starts when two samples in a row reach ``lag_ms`` (one
+    late timer is a single stall, such as start-up work or a collector pass,
+    not a saturated CPU) and ends when one falls under half of it, so it
+    does not flap.
     """
 
     def __init__(self, settings: OverloadSettings = OverloadSettings()) -> None:
         self.settings = settings
         self.retry_after = str(settings.retry_after_s)
-        self.lag_s = 0.0  # the last sample
+        self.lag_s = 0.0  # the last sample's reactor lateness
+        self.queued_s = 0.0  # and its oldest datagram's wait in the kernel
+        self._queued_max = 0.0  # since the last sample
         self.lagging = False
         self.refused: dict[str, int] = {"pending": 0, "lag": 0}
         self._late = 0  # samples in a row at or over the threshold
         self._enter_s = settings.lag_ms / 1000
         self._leave_s = self._enter_s / 2
 
+    def queued(self, wait_s: float) -> None:
+        """A datagram was read ``wait_s`` after the kernel received it."""
+        self._queued_max = max(self._queued_max, wait_s)
+
+    @property
+    def delay_s(self) -> float:
+        """The last sample: what a new request waited, by either measure."""
+        return max(self.lag_s, self.queued_s)
+
     def sample(self, lag_s: float) -> bool | None:
-        """Record how late the reactor ran; True/False when shedding by lag
-        starts/stops with this sample, None when nothing changed."""
+        """Record how late the reactor ran (and take the datagrams' waits
+        since the last call); True/False when shedding by lag starts/stops
+        with this sample, None when nothing changed."""
         self.lag_s = lag_s
+        self.queued_s, self._queued_max = self._queued_max, 0.0
         if self._enter_s <= 0:
             return None
-        self._late = self._late + 1 if lag_s >= self._enter_s else 0
+        delay = self.delay_s
+        self._late = self._late + 1 if delay >= self._enter_s else 0
         if not self.lagging and self._late >= 2:
             self.lagging = True
             return True
-        if self.lagging and lag_s < self._leave_s:
+        if self.lagging and delay < self._leave_s:
             self.lagging = False
             return False
         return None
@@ -78,8 +95,8 @@ class OverloadGuard:
 
 
 class LagMonitor:
-    """Measures how late a timer fires, every ``interval_s``: the reactor's
-    queueing delay, which is what a SIP peer waits on."""
+    """Measures how late a timer fires, every ``interval_s`` (the reactor's
+    queueing delay), and hands it to the guard with the UDP queue's waits."""
 
     log = Logger()
 
@@ -104,19 +121,22 @@ class LagMonitor:
         self._call = self._clock.callLater(self._interval, self._tick)
 
     def _tick(self) -> None:
-        lag = max(0.0, self._clock.seconds() - self._due)
-        changed = self._guard.sample(lag)
+        guard = self._guard
+        changed = guard.sample(max(0.0, self._clock.seconds() - self._due))
         if changed is True:
             self.log.warn(
-                "SIP overload: the reactor runs {lag_ms:.0f} ms late; new INVITEs "
+                "SIP overload: requests wait {delay_ms:.0f} ms (reactor "
+                "{lag_ms:.0f} ms late, UDP queue {queued_ms:.0f} ms); new INVITEs "
                 "get 503 until it catches up",
-                lag_ms=lag * 1000,
+                delay_ms=guard.delay_s * 1000,
+                lag_ms=guard.lag_s * 1000,
+                queued_ms=guard.queued_s * 1000,
             )
         elif changed is False:
             self.log.info(
-                "SIP overload over: reactor lag {lag_ms:.0f} ms; {refused} INVITEs "
-                "were refused for lag so far",
-                lag_ms=lag * 1000,
-                refused=self._guard.refused["lag"],
+                "SIP overload over: requests wait {delay_ms:.0f} ms; {refused} "
+                "INVITEs were refused for lag so far",
+                delay_ms=guard.delay_s * 1000,
+                refused=guard.refused["lag"],
             )
         self._schedule()

@@ -16,6 +16,7 @@ from twisted.internet.protocol import DatagramProtocol
 from gateway.apns import Delivered, Failed, Retryable, TokenRejected
 from gateway.app import Gateway
 from gateway.metrics import Metrics
+from gateway.sipserver.udpport import QueueTimedPort
 
 pytestmark = pytest.mark.integration
 
@@ -200,3 +201,9 @@ async def test_sip_requests_and_responses_are_counted(
     assert got[(refused, (("reason", "pending"),))] == 0
     assert got[("voipgw_sip_overloaded", ())] == 0
     assert 0 <= got[("voipgw_reactor_lag_seconds", ())] < 1
+    assert 0 <= got[("voipgw_sip_udp_queue_delay_seconds", ())] < 1
+    # The UDP port feeds the guard the datagrams' waits in the kernel.
+    port = gateway.listeners["sip-udp"].port
+    assert isinstance(port, QueueTimedPort) and port.timed
+    assert gateway.sip is not None and gateway.sip.app is not None
+    assert port._on_delay == gateway.sip.app.overload.queued

@@ -604,3 +604,42 @@ def test_overload_lag_zero_turns_lag_shedding_off(front: Front) -> None:
     assert front.clock.getDelayedCalls() == []
     assert guard.sample(10.0) is None
     assert (guard.lagging, guard.lag_s, guard.refusal(0)) == (False, 10.0, None)
+
+
+def test_overload_udp_queue_wait_sheds_while_the_reactor_is_punctual(
+    front: Front,
+) -> None:
+    """Timers fire on time but datagrams sat 300 ms in the kernel: two such
+    samples in a row start shedding; each sample takes the longest wait
+    since the one before and starts afresh, so a drained queue ends it."""
+    guard = OverloadGuard(OverloadSettings(lag_ms=250))
+    front.app.overload = guard
+    monitor = LagMonitor(front.clock, guard)
+    monitor.start()
+    guard.queued(0.05)
+    guard.queued(0.3)
+    guard.queued(0.1)
+    with capturedLogs() as events:
+        front.clock.advance(0.1)
+        assert (guard.lag_s, guard.queued_s, guard.delay_s) == (0.0, 0.3, 0.3)
+        assert not guard.lagging  # one sample: could be a stall
+        front.clock.advance(0.1)  # no datagram read since: the queue is empty
+        assert (guard.queued_s, guard.lagging) == (0.0, False)
+        guard.queued(0.3)
+        front.clock.advance(0.1)
+        guard.queued(0.26)
+        front.clock.advance(0.1)
+        assert guard.lagging and guard.delay_s == pytest.approx(0.26)
+    assert len(events) == 1 and events[0]["queued_ms"] == pytest.approx(260)
+    front.send(request("INVITE"))
+    assert [(r.status, r.reason) for r in front.responses()] == [
+        (100, "Trying"),
+        (503, "Overloaded"),
+    ]
+    guard.queued(0.2)  # over half the threshold: still shedding
+    front.clock.advance(0.1)
+    assert guard.lagging
+    guard.queued(0.01)
+    front.clock.advance(0.1)
+    assert not guard.lagging
+    monitor.stop()
