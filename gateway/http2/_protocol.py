@@ -42,6 +42,7 @@ from gateway.http2._errors import (
     H2ClientError,
     NegotiationError,
 )
+from gateway.sockets import no_delay
 
 if TYPE_CHECKING:
     from gateway.http2._exchange import Exchange
@@ -146,6 +147,7 @@ class H2ClientProtocol(TwistedProtocol):
                 )
             )
             return
+        no_delay(self.transport)  # requests go out in the turn they are made
         self._core.initiate()
         self._flush()
         self._ready_done = True

@@ -40,6 +40,7 @@ from gateway.localpush.session import (
     random_id,
 )
 from gateway.localpush.timers import SessionTimers
+from gateway.sockets import no_delay
 
 if TYPE_CHECKING:
     from gateway.localpush.hub import Hub
@@ -152,6 +153,7 @@ class LocalPushProtocol(Protocol):
         """TCP accept: the handshake timer (covering TLS) starts now."""
         peer = self._transport.getPeer()
         self._peer = str(getattr(peer, "host", peer))
+        no_delay(self.transport)
         self._tls = ISSLTransport.providedBy(self.transport)
         self._core = DeviceSession(
             self._settings,

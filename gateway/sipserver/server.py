@@ -43,6 +43,7 @@ from gateway.sip import (
     route_response,
 )
 from gateway.sipserver.application import SipApplication
+from gateway.sockets import no_delay
 
 __all__ = ["SipServer", "SipStreamFactory", "SipStreamProtocol", "SipUdpProtocol"]
 
@@ -332,6 +333,7 @@ class SipStreamProtocol(Protocol):
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self.peer = (getattr(peer, "host", ""), getattr(peer, "port", 0))
+        no_delay(self.transport)
         self.factory.open += 1
         self._idle = self.factory.clock.callLater(
             self.factory.idle_timeout_s, self._close, "idle"

@@ -34,6 +34,10 @@ class NegotiatedTransport(StringTransport):
     def __init__(self, protocol: bytes | None = b"h2") -> None:
         super().__init__()
         self.negotiatedProtocol = protocol
+        self.no_delay: bool | None = None
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.no_delay = enabled
 
 
 class Owner:
@@ -82,6 +86,13 @@ def connected(
         server.receive_data(transport.value())
         transport.clear()
     return proto, transport, server, clock, owner
+
+
+def test_nagle_off_once_h2_is_negotiated() -> None:
+    """Requests leave in the turn they are made, not after APNs' delayed
+    ACK for the previous write."""
+    _, transport, _, _, _ = connected()
+    assert transport.no_delay is True
 
 
 def test_keepalive_ping_after_quiet_period() -> None:

@@ -48,10 +48,14 @@ class Transport(StringTransport):
     """StringTransport that records abortConnection separately."""
 
     aborted = False
+    no_delay: bool | None = None
 
     def abortConnection(self) -> None:
         self.aborted = True
         super().abortConnection()
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.no_delay = enabled
 
 
 class World:
@@ -115,6 +119,13 @@ def out(tr: StringTransport) -> list[dict[str, Any]]:
 
 
 # Session life --------------------------------------------------------------------
+
+
+def test_connection_turns_nagle_off() -> None:
+    """Frames leave in the turn they are written, not after the device's
+    delayed ACK for the previous one."""
+    _, tr = World().connect()
+    assert tr.no_delay is True
 
 
 def test_hello_registers_session() -> None:

@@ -70,6 +70,19 @@ def _statuses(transport: StringTransport) -> list[int]:
     return out
 
 
+def test_connection_turns_nagle_off() -> None:
+    """A 180 written right after the 100 must not wait for the core's delayed
+    ACK of the 100."""
+    _, factory, _ = _connect()
+    calls: list[bool] = []
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5070))
+    transport.setTcpNoDelay = calls.append  # type: ignore[attr-defined]
+    proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5070))
+    assert proto is not None
+    proto.makeConnection(transport)
+    assert calls == [True]
+
+
 def test_two_messages_in_one_write_and_one_split_bytewise() -> None:
     """Content-Length framing: any chunking yields the same requests."""
     _, factory, app = _connect()
