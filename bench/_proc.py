@@ -29,11 +29,22 @@ def cpu_s(pid: int) -> float:
     return sum(cpu_split_s(pid))
 
 
+def _box_fields() -> list[int]:
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+
+
 def box_busy_s() -> float:
-    """CPU seconds the whole machine spent busy (all cores), from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    """CPU seconds the whole machine spent busy (all cores), from /proc/stat;
+    steal (the hypervisor ran another guest) counts as busy."""
+    fields = _box_fields()
     idle = fields[3] + fields[4]  # idle + iowait
     return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def box_steal_s() -> float:
+    """CPU seconds the hypervisor gave other guests (all cores): on a shared
+    VM, the noise that makes one run's tail differ from the next."""
+    return _box_fields()[7] / CLK_TCK
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from _docs import write_section
-from _proc import box_busy_s, cpu_s, rss_kb
+from _proc import box_busy_s, box_steal_s, cpu_s, rss_kb
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -599,9 +599,9 @@ def measured(
     cpu0 = cpu_s(pid)
     dev0 = cpu_s(devices) if devices else 0.0
     child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy0 = box_busy_s()
+    busy0, steal0 = box_busy_s(), box_steal_s()
     stats = bench.sipp(rate, calls, **kw)
-    busy1 = box_busy_s()
+    busy1, steal1 = box_busy_s(), box_steal_s()
     child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = max(stats["wall_s"], 1e-9)
     row = summarize(stats, rate, calls)
@@ -611,6 +611,7 @@ def measured(
         child1.ru_utime + child1.ru_stime - child0.ru_utime - child0.ru_stime
     ) / wall
     row["machine_cpu"] = (busy1 - busy0) / wall
+    row["steal_cpu"] = (steal1 - steal0) / wall
     ours = row["gateway_cpu"] + row["devices_cpu"] + row["sipp_cpu"]
     row["other_cpu"] = max(0.0, row["machine_cpu"] - ours)
     return row, stats
@@ -637,7 +638,8 @@ def _row_text(row: dict[str, Any]) -> str:
         f"CPU (% of a core) gateway {row.get('gateway_cpu', 0) * 100:.0f}, "
         f"devices {row.get('devices_cpu', 0) * 100:.0f}, "
         f"sipp {row.get('sipp_cpu', 0) * 100:.0f}, "
-        f"everything else {row.get('other_cpu', 0) * 100:.0f}"
+        f"everything else {row.get('other_cpu', 0) * 100:.0f} "
+        f"(of which steal {row.get('steal_cpu', 0) * 100:.0f})"
     )
 
 
