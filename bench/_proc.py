@@ -4,6 +4,8 @@ percentile the API and APNs benches report (one copy for all of them)."""
 from __future__ import annotations
 
 import os
+import platform
+import sys
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -54,3 +56,30 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
     return ordered[index]
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (the machine's architecture if none)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+def interpreter() -> str:
+    """Which CPython runs the bench, and how it was built.
+
+    The same code costs 5-10% more CPU on an interpreter linked against a
+    shared libpython without profile-guided optimisation (a plain pyenv build)
+    than on a distribution's PGO/LTO build with a static interpreter (Debian's
+    /usr/bin/python3.11), so every figure says which one it was measured on.
+    """
+    base = getattr(sys, "_base_executable", sys.executable)
+    # Py_ENABLE_SHARED says whether a libpython.so was built, not whether
+    # this executable runs on it (Debian builds both); the mappings say.
+    shared = "/libpython" in Path("/proc/self/maps").read_text()
+    link = "on a shared libpython" if shared else "libpython linked in"
+    return (
+        f"{platform.python_implementation()} {platform.python_version()} "
+        f"({os.path.realpath(base)}, {link})"
+    )

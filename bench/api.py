@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from _docs import write_section
-from _proc import cpu_s, percentile
+from _proc import cpu_s, interpreter, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -593,8 +593,7 @@ def run(args: argparse.Namespace) -> int:
             "load": load_before,
             "devices_online": online,
             "results": results,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
-            f"Python {platform.python_version()}",
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {interpreter()}",
             "date": datetime.date.today().isoformat(),
         }
         print(json.dumps(summary, indent=2))

@@ -73,7 +73,7 @@ from pathlib import Path
 from typing import Any
 
 from _docs import write_section
-from _proc import cpu_s, percentile, rss_kb
+from _proc import cpu_model, cpu_s, interpreter, percentile, rss_kb
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -880,18 +880,13 @@ def notification_cost(count: int = 20_000) -> float:
 
 
 def machine() -> dict[str, str]:
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
     version = subprocess.run(
         ["nghttpd", "--version"], capture_output=True, text=True, check=False
     ).stdout.strip()
     return {
         "nproc": str(os.cpu_count()),
-        "cpu": model,
-        "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "python": interpreter(),
         "kernel": platform.release(),
         "nghttp2": version,
         "load": f"{os.getloadavg()[0]:.1f}",

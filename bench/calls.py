@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from _docs import write_section
-from _proc import box_busy_s, box_steal_s, cpu_s, rss_kb
+from _proc import box_busy_s, box_steal_s, cpu_model, cpu_s, interpreter, rss_kb
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -1102,19 +1102,15 @@ def render(figures: dict[str, Any], args: argparse.Namespace) -> str:
     """The "Calls (SIP)" section of docs/benchmarks.md from the figures."""
     args = argparse.Namespace(**{**vars(args), **figures.get("args", {})})
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    cpu = platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    cpu = cpu_model()
     steps = figures.get("steps", [])
     best = figures.get("best_step", 0)
     sustained = figures.get("sustained", {})
     lines = [
         SECTION,
         "",
-        f"Date: {now}. Machine: nproc {os.cpu_count()}, {cpu}, Python "
-        f"{platform.python_version()}, sipp {_sipp_version()}, Linux "
+        f"Date: {now}. Machine: nproc {os.cpu_count()}, {cpu}, "
+        f"{interpreter()}, sipp {_sipp_version()}, Linux "
         f"{platform.release()}.",
         "",
         f"Command: `.venv/bin/python {figures['command']}`",

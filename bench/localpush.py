@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from _docs import write_section
-from _proc import box_busy_s, cpu_s, cpu_split_s, rss_kb
+from _proc import box_busy_s, cpu_model, cpu_s, cpu_split_s, interpreter, rss_kb
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -745,16 +745,11 @@ def delivery_phase(
 
 
 def machine() -> str:
-    model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
     mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
     return (
-        f"nproc {os.cpu_count()}, {model or platform.processor()}, "
+        f"nproc {os.cpu_count()}, {cpu_model()}, "
         f"{mem_kb / 1024 / 1024:.0f} GiB RAM, Linux {platform.release()}, "
-        f"Python {platform.python_version()}, RLIMIT_NOFILE hard "
+        f"{interpreter()}, RLIMIT_NOFILE hard "
         f"{resource.getrlimit(resource.RLIMIT_NOFILE)[1]}"
     )
 
