@@ -38,7 +38,7 @@ from gateway.http2._errors import (
     ResponseTooLargeError,
     StreamResetError,
 )
-from gateway.http2._hpack import MemoEncoder
+from gateway.http2._hpack import FastDecoder, MemoEncoder
 
 __all__ = [
     "ClientConnection",
@@ -162,8 +162,8 @@ class _GracefulH2Connection(h2.connection.H2Connection):
     state machine is reopened right after the GOAWAY (within the same
     ``receive_data``); :class:`ClientConnection` never starts another stream.
 
-    Header blocks: :class:`MemoEncoder` replaces the hpack encoder (see
-    ``gateway.http2._hpack``).
+    Header blocks: :class:`MemoEncoder` and :class:`FastDecoder` replace
+    hpack's encoder and decoder (see ``gateway.http2._hpack``).
 
     Stream counting: h2 scans every stream it knows on each ``send_headers``
     (O(open streams) per request, most of the CPU at 1000 concurrent streams).
@@ -176,6 +176,10 @@ class _GracefulH2Connection(h2.connection.H2Connection):
     ) -> None:
         super().__init__(config=config)
         self.encoder = MemoEncoder()
+        decoder = FastDecoder()
+        decoder.max_header_list_size = self.decoder.max_header_list_size
+        decoder.max_allowed_table_size = self.decoder.max_allowed_table_size
+        self.decoder = decoder
         self._open_count = open_streams
 
     @property

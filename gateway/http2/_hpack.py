@@ -20,12 +20,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Final
 
-from hpack import Encoder
+from hpack import Decoder, Encoder, HeaderTuple
+from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.table import HeaderTable
 
-__all__ = ["MemoEncoder", "encode_field"]
+__all__ = ["FastDecoder", "MemoEncoder", "encode_field"]
 
 Header = tuple[bytes, bytes]
 
@@ -46,6 +47,10 @@ _STATIC_NAMES: Final = {
     for index, (name, _) in reversed(list(enumerate(HeaderTable.STATIC_TABLE, start=1)))
 }
 _HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+_STATIC_TABLE: Final = HeaderTable.STATIC_TABLE
+_STATIC_LENGTH: Final = len(_STATIC_TABLE)
+# RFC 7541 4.1: a field's size in a header list is its octets plus 32.
+_ENTRY_OVERHEAD: Final = 32
 
 
 def _integer(value: int, prefix_bits: int, flags: int) -> bytes:
@@ -143,3 +148,74 @@ class MemoEncoder(Encoder):
             self._cache.clear()
         block = self._cache[field] = encode_field(name, value, huffman=huffman)
         return block
+
+
+class FastDecoder(Decoder):
+    """Drop-in for ``h2.connection.H2Connection.decoder``: the same results,
+    with indexed fields read inline.
+
+    Most fields of a response are table references (RFC 7541 6.1): ``:status
+    200`` is static entry 8, and a server's repeated fields sit in its dynamic
+    table. hpack reads each one through a memoryview slice, three calls and a
+    debug log record, which cost more than the rest of a response's HEADERS
+    frame. Here a one-byte index (entries 1 to 126) is looked up directly;
+    every other representation (literals, which change the dynamic table, and
+    table size updates) goes through hpack's own methods, so the table, its
+    limits and the errors stay hpack's.
+    """
+
+    def decode(self, data: bytes, raw: bool = False) -> list[Any]:
+        """The header block's fields, as ``hpack.Decoder.decode`` returns them."""
+        if not raw:
+            return list(super().decode(data, raw))  # h2 always asks for raw
+        table = self.header_table
+        dynamic = table.dynamic_entries
+        limit = self.max_header_list_size
+        headers: list[Any] = []
+        inflated = 0
+        i = 0
+        end = len(data)
+        view: memoryview | None = None
+        while i < end:
+            byte = data[i]
+            if 0x80 < byte < 0xFF:
+                index = byte - 0x81
+                if index < _STATIC_LENGTH:
+                    name, value = _STATIC_TABLE[index]
+                elif index - _STATIC_LENGTH < len(dynamic):
+                    name, value = dynamic[index - _STATIC_LENGTH]
+                else:
+                    # Out of range: hpack raises its InvalidTableIndex.
+                    table.get_by_index(index + 1)
+                header: Any = HeaderTuple(name, value)
+                i += 1
+            else:
+                if view is None:
+                    view = memoryview(data)
+                header, consumed = self._decode_other(view[i:], bool(headers))
+                i += consumed
+                if header is None:
+                    continue
+            headers.append(header)
+            inflated += len(header[0]) + len(header[1]) + _ENTRY_OVERHEAD
+            if inflated > limit:
+                raise OversizedHeaderListError(
+                    f"A header list larger than {limit} has been received"
+                )
+        self._assert_valid_table_size()
+        return headers
+
+    def _decode_other(self, data: memoryview, after_fields: bool) -> tuple[Any, int]:
+        """Any representation but a one-byte index, the way hpack decodes it."""
+        first = data[0]
+        if first & 0x80:
+            return self._decode_indexed(data)
+        if first & 0x40:
+            return self._decode_literal_index(data)
+        if first & 0x20:
+            if after_fields:
+                raise HPACKDecodingError(
+                    "Table size update not at the start of the block"
+                )
+            return None, self._update_encoding_context(data)
+        return self._decode_literal_no_index(data)
