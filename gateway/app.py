@@ -272,7 +272,7 @@ def _sip(config: Config, reactor: GatewayReactor, top: Gateway) -> SipService:
     if sip.udp.enabled:
         udp = SipUdpProtocol(server)
         server.udp = udp
-        on_delay = overload.queued if sip.overload_lag_ms > 0 else None
+        on_delay = overload.queued if overload.watches_lag else None
         listener: Listener = DatagramListener(
             "SIP UDP", reactor, sip.udp.bind, sip.udp.port, udp, on_delay=on_delay
         )

@@ -55,6 +55,12 @@ class OverloadGuard:
         self._enter_s = settings.lag_ms / 1000
         self._leave_s = self._enter_s / 2
 
+    @property
+    def watches_lag(self) -> bool:
+        """Whether delay samples count at all (``overload_lag_ms`` > 0); the
+        timer and the UDP arrival stamps exist only then."""
+        return self._enter_s > 0
+
     def queued(self, wait_s: float) -> None:
         """A datagram was read ``wait_s`` after the kernel received it."""
         self._queued_max = max(self._queued_max, wait_s)
@@ -70,7 +76,7 @@ class OverloadGuard:
         with this sample, None when nothing changed."""
         self.lag_s = lag_s
         self.queued_s, self._queued_max = self._queued_max, 0.0
-        if self._enter_s <= 0:
+        if not self.watches_lag:
             return None
         delay = self.delay_s
         self._late = self._late + 1 if delay >= self._enter_s else 0
@@ -108,7 +114,7 @@ class LagMonitor:
         self._call: IDelayedCall | None = None
 
     def start(self) -> None:
-        if self._call is None and self._guard.settings.lag_ms > 0:
+        if self._call is None and self._guard.watches_lag:
             self._schedule()
 
     def stop(self) -> None:

@@ -599,6 +599,8 @@ def test_sip_service_runs_the_lag_monitor_while_started(front: Front) -> None:
 def test_overload_lag_zero_turns_lag_shedding_off(front: Front) -> None:
     """``overload_lag_ms = 0``: no sampling timer, any lag is only recorded."""
     guard = OverloadGuard(OverloadSettings(lag_ms=0))
+    assert not guard.watches_lag  # the gateway then asks for no UDP stamps
+    assert OverloadGuard(OverloadSettings(lag_ms=1)).watches_lag
     monitor = LagMonitor(front.clock, guard)
     monitor.start()
     assert front.clock.getDelayedCalls() == []
