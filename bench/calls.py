@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 VENV_BIN = Path(sys.executable).parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Calls (SIP)"
+TARGET_CPS = 1000.0  # issue 6: zero failed calls for 60 s at this rate
 
 SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
@@ -835,7 +836,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step-s", type=float, default=15.0)
     p.add_argument("--duration", type=float, default=60.0, help="sustained run, s")
     p.add_argument(
-        "--rate", type=float, default=None, help="sustained rate (default: best step)"
+        "--rate",
+        type=float,
+        default=TARGET_CPS,
+        help="sustained rate (default: the target; the steps show the capacity)",
     )
     p.add_argument("--latency-rates", default="250,500")
     p.add_argument("--latency-s", type=float, default=30.0)
@@ -929,6 +933,8 @@ def main(argv: list[str] | None = None) -> int:
         best = max(good) if good else 0.0
         figures["best_step"] = best
 
+        # At the target, not the best step: a best step above it (1,250/s on
+        # a fast day) failing for 60 s says nothing about 1,000/s.
         sustained_rate = args.rate or best or rates[0]
         print(f"sustained {sustained_rate:g}/s for {args.duration:g} s:", flush=True)
         figures["sustained"] = step(bench, [sustained_rate], args.duration, "udp")[0]
@@ -1138,7 +1144,7 @@ def render(figures: dict[str, Any], args: argparse.Namespace) -> str:
         f"{sustained.get('cps', 0):.0f}/s achieved. Target >= 1,000/s for 60 s: "
         + (
             "met."
-            if sustained.get("rate", 0) >= 1000
+            if sustained.get("rate", 0) >= TARGET_CPS
             and sustained.get("zero_failures")
             and sustained.get("held")
             else "**MISSED**."
