@@ -184,9 +184,8 @@ class FastDecoder(Decoder):
                     name, value = _STATIC_TABLE[index]
                 elif index - _STATIC_LENGTH < len(dynamic):
                     name, value = dynamic[index - _STATIC_LENGTH]
-                else:
-                    # Out of range: hpack raises its InvalidTableIndex.
-                    table.get_by_index(index + 1)
+                else:  # out of range: hpack raises its InvalidTableIndex
+                    name, value = table.get_by_index(index + 1)
                 header: Any = HeaderTuple(name, value)
                 i += 1
             else:
