@@ -24,7 +24,7 @@ from hpack import Decoder, Encoder, HeaderTuple
 from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
-from hpack.table import HeaderTable
+from hpack.table import HeaderTable, table_entry_size
 
 __all__ = ["FastDecoder", "MemoEncoder", "encode_field"]
 
@@ -38,19 +38,16 @@ _NEVER_INDEXED: Final = 0x10
 # Credentials intermediaries must not index either (RFC 7541 7.1.3).
 _SENSITIVE: Final = frozenset({b"authorization", b"proxy-authorization"})
 
+_STATIC_TABLE: Final = HeaderTable.STATIC_TABLE
 _STATIC_FIELDS: Final = {
-    field: index
-    for index, field in reversed(list(enumerate(HeaderTable.STATIC_TABLE, start=1)))
+    field: index for index, field in reversed(list(enumerate(_STATIC_TABLE, start=1)))
 }
 _STATIC_NAMES: Final = {
     name: index
-    for index, (name, _) in reversed(list(enumerate(HeaderTable.STATIC_TABLE, start=1)))
+    for index, (name, _) in reversed(list(enumerate(_STATIC_TABLE, start=1)))
 }
 _HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
-_STATIC_TABLE: Final = HeaderTable.STATIC_TABLE
 _STATIC_LENGTH: Final = len(_STATIC_TABLE)
-# RFC 7541 4.1: a field's size in a header list is its octets plus 32.
-_ENTRY_OVERHEAD: Final = 32
 
 
 def _integer(value: int, prefix_bits: int, flags: int) -> bytes:
@@ -196,7 +193,7 @@ class FastDecoder(Decoder):
                 if header is None:
                     continue
             headers.append(header)
-            inflated += len(header[0]) + len(header[1]) + _ENTRY_OVERHEAD
+            inflated += table_entry_size(header[0], header[1])
             if inflated > limit:
                 raise OversizedHeaderListError(
                     f"A header list larger than {limit} has been received"
