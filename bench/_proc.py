@@ -69,10 +69,12 @@ def cpu_model() -> str:
 def interpreter() -> str:
     """Which CPython runs the bench, and how it was built.
 
-    The same code costs 5-10% more CPU on an interpreter linked against a
-    shared libpython without profile-guided optimisation (a plain pyenv build)
-    than on a distribution's PGO/LTO build with a static interpreter (Debian's
-    /usr/bin/python3.11), so every figure says which one it was measured on.
+    The same code cost 5-15% more CPU a call or a push, and more an idle
+    ping, on an interpreter running on a shared libpython without
+    profile-guided optimisation (a plain pyenv build) than on a
+    distribution's PGO/LTO build with libpython linked in (Debian's
+    /usr/bin/python3.11; docs/benchmarks.md, 2026-12-07), so every figure
+    says which one it was measured on.
     """
     base = getattr(sys, "_base_executable", sys.executable)
     # Py_ENABLE_SHARED says whether a libpython.so was built, not whether

@@ -839,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rate",
         type=float,
         default=TARGET_CPS,
-        help="sustained rate (default: the target; the steps show the capacity)",
+        help="sustained rate (default: the target; 0: the best step)",
     )
     p.add_argument("--latency-rates", default="250,500")
     p.add_argument("--latency-s", type=float, default=30.0)
