@@ -20,11 +20,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Final
 
-from hpack import Decoder, Encoder, HeaderTuple
+from hpack import Decoder, Encoder, HeaderTuple, NeverIndexedHeaderTuple
 from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.table import HeaderTable, table_entry_size
+
+from gateway.http2._huffman import decode_huffman
 
 __all__ = ["FastDecoder", "MemoEncoder", "encode_field"]
 
@@ -155,10 +157,13 @@ class FastDecoder(Decoder):
     200`` is static entry 8, and a server's repeated fields sit in its dynamic
     table. hpack reads each one through a memoryview slice, three calls and a
     debug log record, which cost more than the rest of a response's HEADERS
-    frame. Here a one-byte index (entries 1 to 126) is looked up directly;
-    every other representation (literals, which change the dynamic table, and
-    table size updates) goes through hpack's own methods, so the table, its
-    limits and the errors stay hpack's.
+    frame. Here a one-byte index (entries 1 to 126) is looked up directly.
+    A literal with a one-byte name index and a value under 127 bytes (how a
+    server sends each new ``apns-id``) is read here too, with the byte-wise
+    Huffman decoder of ``gateway.http2._huffman``, and added to the table
+    through hpack's own ``HeaderTable.add``. Every other representation
+    (literal names, long values, table size updates) goes through hpack's own
+    methods, so the table, its limits and the errors stay hpack's.
     """
 
     def decode(self, data: bytes, raw: bool = False) -> list[Any]:
@@ -207,6 +212,9 @@ class FastDecoder(Decoder):
         if first & 0x80:
             return self._decode_indexed(data)
         if first & 0x40:
+            # RFC 7541 6.2.1: 01xxxxxx, a 6-bit name index.
+            if 0x40 < first < 0x7F and len(data) > 1 and data[1] & 0x7F != 0x7F:
+                return self._short_literal(data, first & 0x3F, HeaderTuple, True)
             return self._decode_literal_index(data)
         if first & 0x20:
             if after_fields:
@@ -214,4 +222,28 @@ class FastDecoder(Decoder):
                     "Table size update not at the start of the block"
                 )
             return None, self._update_encoding_context(data)
+        # RFC 7541 6.2.2 and 6.2.3: 0000xxxx and 0001xxxx, a 4-bit name index.
+        index = first & 0x0F
+        if 0 < index < 0x0F and len(data) > 1 and data[1] & 0x7F != 0x7F:
+            kind = NeverIndexedHeaderTuple if first & 0x10 else HeaderTuple
+            return self._short_literal(data, index, kind, False)
         return self._decode_literal_no_index(data)
+
+    def _short_literal(
+        self,
+        data: memoryview,
+        index: int,
+        kind: type[HeaderTuple],
+        should_index: bool,
+    ) -> tuple[HeaderTuple, int]:
+        """A literal whose name index and value length take one byte each."""
+        name = self.header_table.get_by_index(index)[0]
+        end = 2 + (data[1] & 0x7F)
+        if len(data) < end:
+            raise HPACKDecodingError("Truncated header block")
+        value = data[2:end].tobytes()
+        if data[1] & 0x80:
+            value = decode_huffman(value)
+        if should_index:
+            self.header_table.add(name, value)
+        return kind(name, value), end

@@ -20,6 +20,8 @@ from hpack.exceptions import (
     InvalidTableIndex,
     OversizedHeaderListError,
 )
+from hpack.huffman import HuffmanEncoder
+from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -54,6 +56,9 @@ RFC7541_C3_FIELDS = [
         (b"custom-key", b"custom-value"),
     ],
 ]
+
+
+HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
 
 
 def outcome(decoder: hpack.Decoder, block: bytes) -> object:
@@ -106,7 +111,10 @@ def test_unicode_decoding_is_passed_to_hpack() -> None:
 _names = st.sampled_from(
     [b":status", b"apns-id", b"content-type", b"x-a", b"server", b"date"]
 ) | st.binary(min_size=1, max_size=12).map(lambda b: b.hex().encode())
-_fields = st.tuples(_names, st.binary(max_size=40).map(lambda b: b.hex().encode()))
+_values = st.binary(max_size=70).map(lambda b: b.hex().encode())  # up to 140 bytes
+_fields = st.tuples(_names, _values) | st.builds(
+    hpack.NeverIndexedHeaderTuple, _names, _values
+)
 _blocks = st.lists(
     st.tuples(
         st.lists(_fields, max_size=8),
@@ -192,3 +200,58 @@ def test_one_byte_indexes_at_the_table_edges(index: int) -> None:
     assert outcome(decoder, block) == outcome(reference, block)
     probe = bytes((0x80 | index,))
     assert outcome(decoder, probe) == outcome(reference, probe)
+
+
+def _literal(first: int, value: bytes, huffman: bool) -> bytes:
+    """A literal field with a one-byte name representation ``first``."""
+    if huffman:
+        value = HUFFMAN.encode(value)
+    assert len(value) < 127
+    return bytes((first, (0x80 if huffman else 0) | len(value))) + value
+
+
+@pytest.mark.parametrize("huffman", [False, True])
+@pytest.mark.parametrize(
+    "first",
+    [
+        0x40 | 1,  # incremental indexing, static name 1
+        0x40 | 58,  # user-agent
+        0x40 | 62,  # the first dynamic entry (filled below)
+        0x00 | 1,  # without indexing
+        0x00 | 14,  # the last 4-bit index in one byte
+        0x10 | 8,  # never indexed
+    ],
+)
+def test_short_literals_decode_like_hpack(first: int, huffman: bool) -> None:
+    """Literals with a one-byte name index and length: fields and tables agree."""
+    ours, theirs = FastDecoder(), hpack.Decoder()
+    fill = hpack.Encoder().encode([(b"apns-id", b"first")])
+    for value in (b"", b"0f6b6ac0-5b68-4b5c-9e3a-6c1d3a1e1e1e", b"v" * 100):
+        for block in (fill, _literal(first, value, huffman)):
+            assert outcome(ours, block) == outcome(theirs, block)
+            assert list(ours.header_table.dynamic_entries) == list(
+                theirs.header_table.dynamic_entries
+            )
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"\x41\x7e" + b"x" * 126,  # 126 bytes: the longest one-byte length
+        b"\x41\x7f\x00" + b"x" * 127,  # 127: a two-byte length, hpack's path
+        b"\x7f\x00\x01x",  # name index 63: two bytes, hpack's path
+        b"\x0f\x00\x01x",  # 4-bit index 15: two bytes, hpack's path
+        b"\x41\x05abc",  # value cut short
+        b"\x41",  # no length byte
+        b"\x41\x83\xff\xff\xff",  # Huffman value with EOS in it
+        b"\x7e\x01x",  # dynamic name index 62 with an empty table
+        b"\x0e\x01x\x88",  # then an indexed field after it
+    ],
+)
+def test_short_literal_edges_and_errors_are_hpacks(block: bytes) -> None:
+    """Length and index edges, truncation and bad Huffman: hpack's result."""
+    ours, theirs = FastDecoder(), hpack.Decoder()
+    assert outcome(ours, block) == outcome(theirs, block)
+    assert list(ours.header_table.dynamic_entries) == list(
+        theirs.header_table.dynamic_entries
+    )
