@@ -16,12 +16,17 @@ latency at 2,000 pushes/s; memory with 100,000 pushes queued.
 Everything runs on 127.0.0.1, each side in its own process so that its CPU is
 measured on its own:
 
-- the server: ``nghttpd`` (Debian ``nghttp2-server``, C, one thread) over TLS
-  (dev certificate from ``gateway.devcert``, ALPN h2) with
-  ``--max-concurrent-streams 1000``. A POST to a path naming an existing empty
-  file is answered ``200`` with an empty body, as APNs answers a good push
-  (nghttpd ends the stream with an empty DATA frame where Apple ends it on
-  the HEADERS frame, and sends no ``apns-id``: the client then keeps its own);
+- the server (``--server``), over TLS (dev certificate from
+  ``gateway.devcert``, ALPN h2) with 1,000 concurrent streams allowed:
+  ``apns`` (the default) is ``bench/apns_server.mjs`` on Node.js's ``http2``
+  (nghttp2 underneath, one thread), which answers a POST to
+  ``/3/device/<token>`` as Apple documents a good push: one HEADERS frame
+  ending the stream, ``:status 200`` and the request's ``apns-id``, no body.
+  ``nghttpd`` (Debian ``nghttp2-server``, C, one thread) serves an existing
+  empty file instead: 200, an empty DATA frame to end the stream and five
+  more response headers (content-length, date, server, ...), no ``apns-id``;
+  more work per push for the client than APNs asks, kept for comparison with
+  earlier runs;
 - the reference client: ``h2load`` (Debian ``nghttp2-client``) with one
   connection (``-c1 -t1``), ``-m`` streams, the same path, the same headers
   (one fixed ``apns-id``: h2load cannot vary it) and the same body;
@@ -72,6 +77,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import _h2server
 from _docs import write_section
 from _proc import cpu_model, cpu_s, interpreter, percentile, rss_kb
 
@@ -546,33 +552,18 @@ def prepare(work: Path) -> tuple[str, bytes]:
 
 
 def start_server(
-    work: Path, port: int, started: list[subprocess.Popen[Any]]
+    kind: str, work: Path, port: int, started: list[subprocess.Popen[Any]]
 ) -> subprocess.Popen[Any]:
-    proc = subprocess.Popen(
-        [
-            "nghttpd",
-            "--address=127.0.0.1",
-            f"--htdocs={work / 'htdocs'}",
-            "--max-concurrent-streams=1000",
-            "--workers=1",
-            str(port),
-            str(work / "key.pem"),
-            str(work / "cert.pem"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(work / "nghttpd.log").open("wb"),
+    proc = _h2server.start(
+        kind,
+        port,
+        work / "key.pem",
+        work / "cert.pem",
+        work / "server.log",
+        docroot=work / "htdocs",
     )
     started.append(proc)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"nghttpd exited: {(work / 'nghttpd.log').read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("nghttpd did not listen")
+    return proc
 
 
 def h2load_args(work: Path, port: int, jwt: str) -> list[str]:
@@ -879,25 +870,24 @@ def notification_cost(count: int = 20_000) -> float:
     return (time.perf_counter() - start) / count
 
 
-def machine() -> dict[str, str]:
-    version = subprocess.run(
-        ["nghttpd", "--version"], capture_output=True, text=True, check=False
-    ).stdout.strip()
+def machine(server: str) -> dict[str, str]:
     return {
         "nproc": str(os.cpu_count()),
         "cpu": cpu_model(),
         "python": interpreter(),
         "kernel": platform.release(),
-        "nghttp2": version,
+        "server": _h2server.version(server),
         "load": f"{os.getloadavg()[0]:.1f}",
     }
 
 
 def run(args: argparse.Namespace) -> int:
-    for tool in ("nghttpd", "h2load"):
-        if shutil.which(tool) is None:
-            sys.exit(f"{tool} not found: apt-get install nghttp2-server nghttp2-client")
-    info = machine()
+    problem = _h2server.missing(args.server)
+    if shutil.which("h2load") is None:
+        problem = "h2load not found: apt-get install nghttp2-client"
+    if problem is not None:
+        sys.exit(problem)
+    info = machine(args.server)
     summary: dict[str, Any] = {"machine": info}
     with tempfile.TemporaryDirectory(prefix="apns-bench-") as tmp, processes() as ps:
         work = Path(tmp)
@@ -906,9 +896,9 @@ def run(args: argparse.Namespace) -> int:
         summary["body"] = len(body)
         summary["notification_s"] = notification_cost()
         args.port = free_port()
-        server = start_server(work, args.port, ps)
+        server = start_server(args.server, work, args.port, ps)
         print(
-            f"nghttpd on 127.0.0.1:{args.port}, body {len(body)} bytes, "
+            f"{args.server} server on 127.0.0.1:{args.port}, body {len(body)} bytes, "
             f"nproc {info['nproc']}, load {info['load']}; building a"
             f" notification takes {summary['notification_s'] * 1e6:.0f} us",
             flush=True,
@@ -978,6 +968,27 @@ def _n(x: float) -> str:
     return f"{x:,.0f}"
 
 
+def server_text(kind: str, version: str) -> str:
+    """The docs' sentence on the bench server."""
+    if kind == "apns":
+        return (
+            f"Server: `bench/apns_server.mjs` on Node.js {version} (`http2`, one"
+            " thread, 1,000 concurrent streams) over TLS with the `gateway.devcert`"
+            " certificate, ALPN h2, on 127.0.0.1. It answers a POST to"
+            " `/3/device/<token>` as APNs answers a good push: one HEADERS frame"
+            " that ends the stream, `:status 200` and the request's `apns-id`, no"
+            " body."
+        )
+    return (
+        f"Server: `nghttpd` ({version}, Debian `nghttp2-server`, one worker"
+        " thread, `--max-concurrent-streams=1000`) over TLS with the"
+        " `gateway.devcert` certificate, ALPN h2, on 127.0.0.1. It answers a"
+        " POST to `/3/device/<token>` (an empty file in its docroot) with 200,"
+        " an empty DATA frame ending the stream and five more headers than APNs"
+        " sends (no `apns-id`)."
+    )
+
+
 def section(args: argparse.Namespace, s: dict[str, Any]) -> str:
     m = s["machine"]
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -999,11 +1010,7 @@ def section(args: argparse.Namespace, s: dict[str, Any]) -> str:
         "",
         f"Command: `{cmd.strip()}`",
         "",
-        f"Server: `nghttpd` ({m['nghttp2']}, Debian `nghttp2-server`, one worker"
-        " thread, `--max-concurrent-streams=1000`) over TLS with the"
-        " `gateway.devcert` certificate, ALPN h2, on 127.0.0.1. It answers a"
-        " POST to `/3/device/<token>` (an empty file in its docroot) with 200 and"
-        " an empty body, like APNs for a good push. Reference client: `h2load`"
+        server_text(args.server, m["server"]) + " Reference client: `h2load`"
         " (Debian `nghttp2-client`) with `-c1 -t1 -m<streams>`, the same path,"
         f" headers (`apns-*`, bearer JWT) and {s['body']}-byte body. Ours: one"
         " process per measurement; one connection; `ApnsClient.push` (treq over"
@@ -1145,6 +1152,13 @@ def main() -> int:
         action="store_true",
         help="cpu phase: also callgrind instructions per request (minutes)",
     )
+    p.add_argument(
+        "--server",
+        choices=_h2server.KINDS,
+        default="apns",
+        help="apns: bench/apns_server.mjs (Node.js), answering as APNs does"
+        " (default); nghttpd: serving an empty file (extra DATA frame and headers)",
+    )
     p.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)
     p.add_argument("--json", type=Path, help="write the raw figures here")
     p.add_argument("--write-docs", action="store_true")
@@ -1161,7 +1175,7 @@ def main() -> int:
         return child_memory(args)
     args.levels = [int(x) for x in args.levels.split(",")]
     if not all(1 <= n <= 1000 for n in args.levels):
-        p.error("--levels: 1..1000 streams (nghttpd allows 1000)")
+        p.error("--levels: 1..1000 streams (the servers allow 1000)")
     if not (0.5 <= args.duration <= 60 and 0.5 <= args.latency_duration <= 60):
         p.error("--duration and --latency-duration: 0.5..60 s")
     if not (1 <= args.rate <= 20_000 and 1 <= args.queued <= 1_000_000):

@@ -24,9 +24,11 @@ answers 200 to an INVITE). Processes, all on 127.0.0.1:
 - ``voipgw-device`` (gateway.simulator): one TLS session per AOR
   (user1..userN), acking every frame at once,
 - sipp (UAC, ``-t u1``) with an injection file spreading calls over the AORs,
-- for the APNs phase, ``nghttpd --echo-upload`` (Debian nghttp2-server) as
-  the HTTP/2 TLS APNs endpoint; the simulator is stopped so that every call
-  falls back to a VoIP push to the devices' tokens.
+- for the APNs phase, the HTTP/2 TLS APNs endpoint of ``_h2server``:
+  ``apns_server.mjs`` under Node.js, answering as APNs does (or, without
+  Node.js, ``nghttpd --echo-upload`` from Debian nghttp2-server); the
+  simulator is stopped so that every call falls back to a VoIP push to the
+  devices' tokens.
 
 Zero failures means: sipp counted no failed call, every call it started
 completed, and it saw no unexpected message. Every wait is bounded.
@@ -53,6 +55,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _h2server
 from _docs import write_section
 from _proc import box_busy_s, box_steal_s, cpu_model, cpu_s, interpreter, rss_kb
 
@@ -239,6 +242,7 @@ class Bench:
         self.gateway: subprocess.Popen[Any] | None = None
         self.devices: subprocess.Popen[Any] | None = None
         self.apns: subprocess.Popen[Any] | None = None
+        self.apns_kind = ""
         self.runs = 0
         (self.tmp / "scenario.xml").write_text(SCENARIO)
         users = ["SEQUENTIAL"] + [f"user{n}" for n in range(1, args.devices + 1)]
@@ -247,39 +251,21 @@ class Bench:
 
     # -- processes -----------------------------------------------------------------
 
-    def start_apns(self) -> bool:
-        """nghttpd with a self-signed certificate; False if it is not installed."""
-        nghttpd = shutil.which("nghttpd")
-        if nghttpd is None:
-            return False
+    def start_apns(self) -> str | None:
+        """The APNs stand-in (``_h2server``: the APNs-shaped node server, else
+        nghttpd echoing the payload); its kind, or None if neither is here."""
+        kind = next((k for k in _h2server.KINDS if _h2server.missing(k) is None), None)
+        if kind is None:
+            return None
         from gateway.devcert import write_self_signed
 
         cert, key = self.tmp / "apns-cert.pem", self.tmp / "apns-key.pem"
         write_self_signed(cert, key)
-        docroot = self.tmp / "apns-docroot"
-        docroot.mkdir()
-        self.apns = subprocess.Popen(
-            [
-                nghttpd,
-                "--echo-upload",
-                "-d",
-                str(docroot),
-                "--address",
-                "127.0.0.1",
-                str(self.apns_port),
-                str(key),
-                str(cert),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        self.apns = _h2server.start(
+            kind, self.apns_port, key, cert, self.tmp / "apns-server.log"
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.apns_port)) == 0:
-                    return True
-            time.sleep(0.1)
-        raise RuntimeError("nghttpd did not listen")
+        self.apns_kind = kind
+        return kind
 
     def start_gateway(self) -> None:
         from cryptography.hazmat.primitives import serialization
@@ -915,7 +901,8 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     try:
-        has_apns = bench.start_apns()
+        apns_kind = bench.start_apns()
+        figures["apns_server"] = apns_kind
         bench.start_gateway()
         bench.start_devices()
         assert bench.gateway is not None
@@ -1007,15 +994,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         print("  samples (s, KiB): " + " ".join(f"{t}:{kb}" for t, kb in r["samples"]))
 
-        if has_apns:
+        if apns_kind is not None:
             bench.stop_devices()
             time.sleep(2)  # the gateway notices the closed sessions
-            print("APNs fallback (nghttpd --echo-upload), stepping:", flush=True)
+            print(f"APNs fallback ({apns_kind} server), stepping:", flush=True)
             apns_rates = [float(r) for r in args.apns_rates.split(",") if r]
             figures["apns"] = step(bench, apns_rates, args.step_s, "apns")
         else:
             print(
-                "APNs phase skipped: nghttpd missing (apt-get install nghttp2-server)"
+                "APNs phase skipped: neither node nor nghttpd"
+                " (apt-get install nodejs or nghttp2-server)"
             )
             figures["apns"] = []
         figures["gateway_errors"] = _gateway_problems(bench.tmp / "gateway.log")
@@ -1056,6 +1044,14 @@ def _gc_pauses(log: Path) -> dict[str, Any]:
         "max_ms": max((ms for _, ms in pauses), default=0.0),
         "by_gen": by_gen,
     }
+
+
+APNS_SERVERS = {
+    "apns": "`bench/apns_server.mjs` (Node.js `http2`, answering each push as APNs"
+    " answers a good one: HEADERS with `:status 200` and the `apns-id`, no body)",
+    "nghttpd": "`nghttpd --echo-upload` (Debian `nghttp2-server`; it echoes each"
+    " payload back as the response body)",
+}
 
 
 def _gateway_problems(log: Path) -> list[str]:
@@ -1198,10 +1194,10 @@ def render(figures: dict[str, Any], args: argparse.Namespace) -> str:
         "### Every call falling back to APNs",
         "",
         "The devices are stopped (their sessions close; the registry keeps their "
-        "VoIP tokens), so every call is a VoIP push over HTTP/2 to `nghttpd "
-        "--echo-upload` (Debian `nghttp2-server`, installed with apt-get for the "
-        "benchmark only) on 127.0.0.1 with a self-signed certificate; 180 follows "
-        "its 200. Push rate limits are raised for the run.",
+        "VoIP tokens), so every call is a VoIP push over HTTP/2 to "
+        f"{APNS_SERVERS.get(figures.get('apns_server') or 'apns')} on 127.0.0.1 "
+        "with a self-signed certificate; 180 follows its 200. Push rate limits "
+        "are raised for the run.",
         "",
     ]
     if apns:
