@@ -7,8 +7,8 @@ tests and a bytearray append per byte: about 6 us for one UUID. Here the
 same machine (hpack's own table, so the same codes, the same EOS and padding
 rules) is folded into one transition per input byte: about half the time.
 
-The folded table has 256 states x 256 bytes = 65,536 entries (about 1 MB),
-built on first use (about 50 ms), so a process that never decodes a
+The folded table has 256 states x 256 bytes = 65,536 entries (1.4 MB),
+built on first use (30-50 ms), so a process that never decodes a
 Huffman-coded field never pays for it.
 """
 
@@ -28,9 +28,10 @@ from hpack.huffman_table import (
 
 __all__ = ["decode_huffman"]
 
-# _NEXT[state + byte]: the next state (premultiplied by 256) shifted left by
-# one, with HUFFMAN_COMPLETE in the low bit; -1 where the byte is invalid.
-# _OUT[state + byte]: the 0, 1 or 2 decoded bytes that byte emits.
+# The two tables, indexed by state (premultiplied by 256) + input byte: the
+# next state (premultiplied) shifted left by one, with HUFFMAN_COMPLETE in the
+# low bit, or _FAILED where the byte is invalid; and the 0, 1 or 2 decoded
+# bytes that input byte emits.
 _FAILED: Final = -1
 
 
