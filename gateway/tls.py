@@ -80,20 +80,32 @@ class FastTLSProtocol(TLSMemoryBIOProtocol):
         self._flushReceiveBIO()
 
     def _flushReceiveBIO(self) -> None:
-        """Deliver every decrypted record, then flush what OpenSSL queued."""
+        """Deliver every record decrypted from this read as one chunk, then
+        flush what OpenSSL queued.
+
+        One ``dataReceived`` per socket read, not per record: a peer that
+        writes each message as its own record (an HTTP/2 server sending each
+        response as it is ready) would otherwise make the protocol above
+        handle, and answer with a write and a ``send``, each record apart.
+        """
         ssl = self._tlsConnection._ssl
+        chunks: list[bytes] = []
+        failed = False
         while not self._lostTLSConnection:
             n = _lib.SSL_read(ssl, _read_buf, _RECORD_MAX)
             if n > 0:
-                if not self._aborted:
-                    self.wrappedProtocol.dataReceived(_ffi.buffer(_read_buf, n)[:])
+                chunks.append(_ffi.buffer(_read_buf, n)[:])
                 continue
-            if _lib.SSL_get_error(ssl, n) != _WANT_READ:
-                # close_notify or an error: OpenSSL reports it again on the
-                # next read, which the stock loop turns into the right outcome.
-                super()._flushReceiveBIO()  # type: ignore[no-untyped-call]
-                return
+            # close_notify or an error: OpenSSL reports it again on the next
+            # read, which the stock loop turns into the right outcome.
+            failed = _lib.SSL_get_error(ssl, n) != _WANT_READ
             break
+        if chunks and not self._aborted:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self.wrappedProtocol.dataReceived(data)
+        if failed:
+            super()._flushReceiveBIO()  # type: ignore[no-untyped-call]
+            return
         self._flushSendBIO()
 
     def _flushSendBIO(self) -> None:

@@ -42,6 +42,7 @@ class Recorder(protocol.Protocol):
 
     def __init__(self) -> None:
         self.received = bytearray()
+        self.deliveries = 0
         self.reason: Failure | None = None
         self.handshakes = 0
 
@@ -49,6 +50,7 @@ class Recorder(protocol.Protocol):
         self.handshakes += 1
 
     def dataReceived(self, data: bytes) -> None:
+        self.deliveries += 1
         self.received += data
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
@@ -146,6 +148,31 @@ def test_records_in_any_chunks(
     assert bytes(pair.app.received) == sent
 
 
+def test_records_of_one_read_arrive_together(server_tls: ServerTLS) -> None:
+    """Ten records in one read reach the protocol as one chunk, in order (the
+    stock class delivers ten), so it handles and answers them once."""
+    pair = Pair(FastTLSFactory, server_tls)
+    for n in range(10):
+        pair.client.send(b"message %d;" % n)
+    pair.to_server(pair.client_output())
+    assert bytes(pair.app.received) == b"".join(b"message %d;" % n for n in range(10))
+    assert pair.app.deliveries == 1
+
+
+def test_records_before_close_notify_arrive_together(server_tls: ServerTLS) -> None:
+    """Records then close_notify in one read: the records in one chunk, then
+    the shutdown handled as the stock class handles it."""
+    pair = Pair(FastTLSFactory, server_tls)
+    pair.client.send(b"one;")
+    pair.client.send(b"two;")
+    with contextlib.suppress(SSL.Error):
+        pair.client.shutdown()
+    pair.to_server(pair.client_output())
+    assert bytes(pair.app.received) == b"one;two;"
+    assert pair.app.deliveries == 1
+    assert pair.transport.disconnecting
+
+
 @pytest.mark.parametrize("factory_class", FACTORIES)
 @pytest.mark.parametrize("size", [1, 300, 16384, 16385, 100_000])
 def test_writes_of_any_size(
@@ -213,10 +240,12 @@ class Sink(protocol.Protocol):
 
     def __init__(self) -> None:
         self.received = bytearray()
+        self.deliveries = 0
         self.want = 0
         self.done: Deferred[None] = Deferred()
 
     def dataReceived(self, data: bytes) -> None:
+        self.deliveries += 1
         self.received += data
         if self.want and len(self.received) >= self.want and not self.done.called:
             self.done.callback(None)
