@@ -11,9 +11,6 @@ installed (Debian ``nodejs``).
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from cryptography.hazmat.primitives.asymmetric import ec
+from gw_servers import free_port, server_process
 from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
@@ -44,37 +42,13 @@ SERVER = Path(__file__).resolve().parents[2] / "bench" / "apns_server.mjs"
 TOKEN = "0123456789abcdef" * 4
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def node_apns(tls_pair: tuple[Path, Path]) -> Iterator[int]:
     """The node server on 127.0.0.1; its port."""
     cert, key = tls_pair
-    port = _free_port()
-    proc = subprocess.Popen(
-        ["node", str(SERVER), str(port), str(key), str(cert)],
-        stdin=subprocess.PIPE,  # it exits when this closes
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield port
-    finally:
-        proc.kill()
-        proc.wait()
+    port = free_port()
+    with server_process(["node", str(SERVER), str(port), str(key), str(cert)], port):
+        yield port  # the server also exits when its stdin pipe closes
 
 
 @pytest_twisted.inlineCallbacks

@@ -9,15 +9,13 @@ Skipped where ``nghttpd`` is not installed (Debian ``nghttp2-server``).
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
+from gw_servers import free_port, server_process
 from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
@@ -32,12 +30,6 @@ pytestmark = [
 TOKEN = "5e1f" * 16
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(params=["4096", "0"], ids=["table-4096", "table-0"])
 def nghttpd(
     request: pytest.FixtureRequest,
@@ -48,35 +40,19 @@ def nghttpd(
     docroot = tmp_path / "htdocs"
     (docroot / "3" / "device").mkdir(parents=True)
     (docroot / "3" / "device" / TOKEN).write_bytes(b"")
-    port = _free_port()
+    port = free_port()
     cert, key = tls_pair
-    proc = subprocess.Popen(
-        [
-            "nghttpd",
-            "--address=127.0.0.1",
-            f"--htdocs={docroot}",
-            f"--header-table-size={request.param}",
-            str(port),
-            str(key),
-            str(cert),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+    cmd = [
+        "nghttpd",
+        "--address=127.0.0.1",
+        f"--htdocs={docroot}",
+        f"--header-table-size={request.param}",
+        str(port),
+        str(key),
+        str(cert),
+    ]
+    with server_process(cmd, port):
         yield port
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 @pytest_twisted.inlineCallbacks
