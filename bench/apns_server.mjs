@@ -1,7 +1,8 @@
-// An APNs-shaped HTTP/2 server for bench/apns.py (Node.js's http2 core API,
-// which is nghttp2 underneath). It answers as Apple documents a good push:
-// one HEADERS frame that ends the stream, with `:status 200` and the
-// request's `apns-id` (a fresh UUID when the request has none), no body.
+// An APNs-shaped HTTP/2 server (Node.js's http2 core API, which is nghttp2
+// underneath) for bench/apns.py and bench/calls.py (via bench/_h2server.py)
+// and tests/apns/test_apns_node_server.py. It answers as Apple documents a
+// good push: one HEADERS frame that ends the stream, with `:status 200` and
+// the request's `apns-id` (a fresh UUID when the request has none), no body.
 // nghttpd, the other server the bench can use, serves a file instead: an
 // extra DATA frame and five more response headers per push, and no apns-id.
 //

@@ -242,7 +242,6 @@ class Bench:
         self.gateway: subprocess.Popen[Any] | None = None
         self.devices: subprocess.Popen[Any] | None = None
         self.apns: subprocess.Popen[Any] | None = None
-        self.apns_kind = ""
         self.runs = 0
         (self.tmp / "scenario.xml").write_text(SCENARIO)
         users = ["SEQUENTIAL"] + [f"user{n}" for n in range(1, args.devices + 1)]
@@ -264,7 +263,6 @@ class Bench:
         self.apns = _h2server.start(
             kind, self.apns_port, key, cert, self.tmp / "apns-server.log"
         )
-        self.apns_kind = kind
         return kind
 
     def start_gateway(self) -> None:
