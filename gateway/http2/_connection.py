@@ -27,9 +27,9 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
-from h2.connection import AllowedStreamIDs, ConnectionInputs
+from h2.connection import AllowedStreamIDs, ConnectionInputs, _decode_headers
 from h2.errors import ErrorCodes
-from h2.stream import StreamInputs
+from h2.stream import H2Stream, StreamInputs, StreamState
 from h2.utilities import authority_from_headers, extract_method_header
 from hyperframe.frame import Frame, GoAwayFrame
 
@@ -85,6 +85,10 @@ _CONNECTION_WINDOW = 16 * 1024 * 1024
 _FRAME_HEAD = struct.Struct(">LBL")
 _DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9
 _END_STREAM, _END_HEADERS = 0x1, 0x4
+# HEADERS flags read by the short path: END_HEADERS set, PADDED and PRIORITY not.
+_HEADERS_CHECKED, _HEADERS_SHORT = 0x4 | 0x8 | 0x20, 0x4
+# Streams a response may arrive on without h2's closed-stream handling.
+_AWAITING_RESPONSE = frozenset({StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -259,6 +263,66 @@ class _GracefulH2Connection(h2.connection.H2Connection):
             out.append(chunk)
         self._data_to_send += b"".join(out)
         return sent
+
+    def receive_data(self, data: bytes) -> list[h2.events.Event]:  # type: ignore[override]
+        """h2's ``receive_data``, with a short path for response HEADERS.
+
+        A whole HEADERS frame (END_HEADERS, no padding or priority) on a
+        stream awaiting its response is decoded and handed to the stream's
+        own ``receive_headers`` here, without hyperframe's frame objects and
+        h2's per-frame dispatch, which cost more than the stream's work: one
+        such frame is the whole of an APNs answer. Every other frame, a frame
+        cut off at the end of ``data``, and everything while h2 holds a partial
+        frame or header block go to h2 itself, in order.
+        """
+        buffer = self.incoming_buffer
+        if buffer._data or buffer._headers_buffer:
+            return super().receive_data(data)
+        events: list[h2.events.Event] = []
+        streams = self.streams
+        max_size = self.max_inbound_frame_size
+        pos, end = 0, len(data)
+        while end - pos >= 9:
+            word, flags, stream_id = _FRAME_HEAD.unpack_from(data, pos)
+            stop = pos + 9 + (word >> 8)
+            if stop > end:
+                break
+            stream = None
+            if (
+                word & 0xFF == _HEADERS
+                and flags & _HEADERS_CHECKED == _HEADERS_SHORT
+                and word >> 8 <= max_size
+            ):
+                stream = streams.get(stream_id & 0x7FFFFFFF)
+            if stream is not None and stream.state_machine.state in _AWAITING_RESPONSE:
+                block = data[pos + 9 : stop]
+                events += self._receive_response(
+                    stream, block, bool(flags & _END_STREAM)
+                )
+            else:
+                events += super().receive_data(data[pos:stop])
+                if buffer._headers_buffer:  # a header block goes on: h2 reads it
+                    return events + super().receive_data(data[stop:])
+            pos = stop
+        if pos < end:
+            events += super().receive_data(data[pos:])
+        return events
+
+    def _receive_response(
+        self, stream: H2Stream, block: bytes, end_stream: bool
+    ) -> list[h2.events.Event]:
+        """What ``_receive_headers_frame`` does for a known, open stream."""
+        try:
+            headers = _decode_headers(self.decoder, block)
+            events = self.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
+            frames, stream_events = stream.receive_headers(
+                headers, end_stream, self.config.header_encoding
+            )
+        except h2.exceptions.ProtocolError as e:
+            self._terminate_connection(e.error_code)
+            raise
+        self._prepare_for_sending(frames)
+        return events + stream_events
 
     def _receive_goaway_frame(
         self, frame: GoAwayFrame
