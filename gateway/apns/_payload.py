@@ -131,7 +131,10 @@ class ApnsNotification:
     environment: Environment
     push_type: PushType
     topic: str = attrs.field(validator=_check_topic)
-    payload: bytes = attrs.field(repr=_payload_repr)
+    # Checked: treq would send a dict or list form-encoded, not fail.
+    payload: bytes = attrs.field(
+        repr=_payload_repr, validator=attrs.validators.instance_of(bytes)
+    )
     deadline: float
     apns_id: str = attrs.field(factory=new_apns_id, validator=_check_apns_id)
     expiration: int | None = attrs.field(

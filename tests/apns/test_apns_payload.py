@@ -349,6 +349,14 @@ def test_apns_id_must_be_a_canonical_uuid(bad: str) -> None:
     assert _notification(apns_id=upper).apns_id == upper
 
 
+@pytest.mark.parametrize("bad", [{"aps": {}}, '{"aps":{}}', [("a", "b")], None])
+def test_payload_must_be_bytes(bad: object) -> None:
+    """A payload that is not bytes is refused when the push is made; treq
+    would otherwise send a dict or list form-encoded to APNs."""
+    with pytest.raises(TypeError, match="payload"):
+        _notification(payload=bad)
+
+
 def test_repr_hides_token_and_payload() -> None:
     """Reprs (and so logs) show a token prefix and the payload size only."""
     r = repr(_notification(payload=b'{"display_name":"Alice"}'))
