@@ -242,24 +242,38 @@ class _GracefulH2Connection(h2.connection.H2Connection):
             ]
         else:
             out = _split_header_block(block, frame_size, flags, stream_id)
-        sent = 0
-        size = min(
-            stream.outbound_flow_control_window,
-            self.outbound_flow_control_window,
-            frame_size,
-        )
-        if body and size > 0:
-            chunk = body[:size]
-            sent = len(chunk)
+        self._data_to_send += b"".join(out)
+        return self.send_body(stream_id, body, 0) if body else 0
+
+    def send_body(self, stream_id: int, body: bytes, sent: int) -> int:
+        """Send ``body[sent:]`` in DATA frames as far as the flow-control
+        windows and frame size allow, END_STREAM on the last; the new count
+        of bytes sent.
+
+        What a loop of ``local_flow_control_window`` and ``send_data`` calls
+        does to h2's state and windows, without a frame object per chunk.
+        """
+        stream = self._get_stream_by_id(stream_id)
+        out: list[bytes] = []
+        while sent < len(body):
+            size = min(
+                stream.outbound_flow_control_window,
+                self.outbound_flow_control_window,
+                self.max_outbound_frame_size,
+            )
+            if size <= 0:
+                break
+            chunk = body[sent : sent + size]
+            sent += len(chunk)
             self.state_machine.process_input(ConnectionInputs.SEND_DATA)
             stream.state_machine.process_input(StreamInputs.SEND_DATA)
             flags = 0
             if sent == len(body):
                 stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
                 flags = _END_STREAM
-            stream.outbound_flow_control_window -= sent
-            self.outbound_flow_control_window -= sent
-            out.append(_FRAME_HEAD.pack(sent << 8 | _DATA, flags, stream_id))
+            stream.outbound_flow_control_window -= len(chunk)
+            self.outbound_flow_control_window -= len(chunk)
+            out.append(_FRAME_HEAD.pack(len(chunk) << 8 | _DATA, flags, stream_id))
             out.append(chunk)
         self._data_to_send += b"".join(out)
         return sent
@@ -790,19 +804,11 @@ class ClientConnection(Generic[K]):
 
     def _send_body(self, request: _Request[K]) -> None:
         """Send as much body as the windows allow; end the stream when done."""
-        stream_id = request.stream_id
-        while request.sent < len(request.body):
-            window = self._h2.local_flow_control_window(stream_id)
-            size = min(window, self._h2.max_outbound_frame_size)
-            if size <= 0:
-                self._blocked[stream_id] = request  # resumed on WINDOW_UPDATE
-                return
-            chunk = request.body[request.sent : request.sent + size]
-            request.sent += len(chunk)
-            self._h2.send_data(
-                stream_id, chunk, end_stream=request.sent >= len(request.body)
-            )
-        self._blocked.pop(stream_id, None)
+        request.sent = self._h2.send_body(request.stream_id, request.body, request.sent)
+        if request.sent < len(request.body):
+            self._blocked[request.stream_id] = request  # resumed on WINDOW_UPDATE
+        else:
+            self._blocked.pop(request.stream_id, None)
 
 
 def _split_header_block(

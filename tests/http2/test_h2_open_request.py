@@ -79,18 +79,27 @@ def _pair(
     return fast, reference, preface
 
 
+def _reference_body(
+    conn: _GracefulH2Connection, stream_id: int, body: bytes, sent: int
+) -> int:
+    """The body as ``ClientConnection`` sent it through h2 before."""
+    while sent < len(body):
+        size = min(
+            conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size
+        )
+        if size <= 0:
+            break
+        chunk = body[sent : sent + size]
+        sent += len(chunk)
+        conn.send_data(stream_id, chunk, end_stream=sent == len(body))
+    return sent
+
+
 def _reference_open(
     conn: _GracefulH2Connection, stream_id: int, headers: list[Header], body: bytes
 ) -> int:
     conn.send_headers(stream_id, headers, end_stream=not body)
-    if not body:
-        return 0
-    size = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size)
-    if size <= 0:
-        return 0
-    chunk = body[:size]
-    conn.send_data(stream_id, chunk, end_stream=len(chunk) == len(body))
-    return len(chunk)
+    return _reference_body(conn, stream_id, body, 0)
 
 
 def _state(conn: _GracefulH2Connection) -> dict[str, Any]:
@@ -160,6 +169,42 @@ def test_small_frames_and_windows_split_the_body_the_same_way() -> None:
     }
     _, _, sent = _lockstep(settings, [(post(b"z" * 344), b"z" * 344)] * 2)
     assert sent == [100, 100]
+
+
+def test_body_over_several_frames_and_resumed_after_window_updates() -> None:
+    """A body bigger than a frame goes out in frames of the peer's size; what
+    the windows hold back goes out, the same way, once they grow."""
+    settings = {SettingCodes.INITIAL_WINDOW_SIZE: 40000}
+    server = _server(settings)
+    fast, reference = _client(), _client()
+    server.receive_data(fast.data_to_send())
+    reference.data_to_send()
+    preface = server.data_to_send()
+    for conn in (fast, reference):
+        conn.receive_data(preface)
+        conn.data_to_send()
+    body = bytes(range(256)) * 400  # 102,400 bytes
+    sent = fast.open_request(1, post(body), body)
+    assert sent == _reference_open(reference, 1, post(body), body) == 40000
+    wire = fast.data_to_send()
+    assert wire == reference.data_to_send()
+    server.receive_data(wire)
+    while sent < len(body):
+        server.increment_flow_control_window(30000)
+        server.increment_flow_control_window(30000, stream_id=1)
+        grant = server.data_to_send()
+        for conn in (fast, reference):
+            conn.receive_data(grant)
+        sent_fast = fast.send_body(1, body, sent)
+        assert sent_fast == _reference_body(reference, 1, body, sent) > sent
+        wire = fast.data_to_send()
+        assert wire == reference.data_to_send()
+        assert _state(fast) == _state(reference)
+        server.receive_data(wire)
+        sent = sent_fast
+    assert (
+        fast.streams[1].state_machine.state == reference.streams[1].state_machine.state
+    )
 
 
 def test_zero_stream_window_sends_headers_only() -> None:
