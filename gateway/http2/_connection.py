@@ -168,6 +168,23 @@ ClientEvent = (
 )
 
 
+def h2_config(*, client_side: bool) -> h2.config.H2Configuration:
+    """h2's settings for our connections (and for the tests' peers)."""
+    return h2.config.H2Configuration(
+        client_side=client_side,
+        header_encoding=None,
+        # _clean_headers already lower-cases and strips connection
+        # fields; h2's per-header checks cost more than the rest.
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+        # Of a response we read :status (checked in _on_response) and
+        # look a few fields up by lower-case name; h2's generic checks
+        # of every field (a generator chain per field) buy nothing more.
+        validate_inbound_headers=False,
+        normalize_inbound_headers=False,
+    )
+
+
 class _GracefulH2Connection(h2.connection.H2Connection):
     """``H2Connection`` with two fixes for a long-lived, busy client connection.
 
@@ -384,19 +401,7 @@ class ClientConnection(Generic[K]):
         self._later: list[ClientEvent[K]] = []
         self._h2 = _GracefulH2Connection(
             open_streams=self._by_stream.__len__,
-            config=h2.config.H2Configuration(
-                client_side=True,
-                header_encoding=None,
-                # _clean_headers already lower-cases and strips connection
-                # fields; h2's per-header checks cost more than the rest.
-                validate_outbound_headers=False,
-                normalize_outbound_headers=False,
-                # Of a response we read :status (checked in _on_response) and
-                # look a few fields up by lower-case name; h2's generic checks
-                # of every field (a generator chain per field) buy nothing more.
-                validate_inbound_headers=False,
-                normalize_inbound_headers=False,
-            ),
+            config=h2_config(client_side=True),
         )
         # One stream until the server's SETTINGS arrive (RFC 9113 3.4 leaves
         # its limit unknown till then); kept here, not read from h2 per request.

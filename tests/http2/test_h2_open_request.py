@@ -19,7 +19,11 @@ import h2.settings
 import pytest
 from h2.settings import SettingCodes
 
-from gateway.http2._connection import _CONNECTION_WINDOW, _GracefulH2Connection
+from gateway.http2._connection import (
+    _CONNECTION_WINDOW,
+    _GracefulH2Connection,
+    h2_config,
+)
 
 Header = tuple[bytes, bytes]
 
@@ -39,26 +43,15 @@ def post(body: bytes, *extra: Header) -> list[Header]:
     return [*POST, *length, *extra]
 
 
-def _config(client: bool) -> h2.config.H2Configuration:
-    return h2.config.H2Configuration(
-        client_side=client,
-        header_encoding=None,
-        validate_outbound_headers=False,
-        normalize_outbound_headers=False,
-        validate_inbound_headers=False,
-        normalize_inbound_headers=False,
-    )
-
-
 def _client() -> _GracefulH2Connection:
-    conn = _GracefulH2Connection(_config(True), lambda: 0)
+    conn = _GracefulH2Connection(h2_config(client_side=True), lambda: 0)
     conn.initiate_connection()
     conn.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
     return conn
 
 
 def _server(settings: dict[int, int]) -> h2.connection.H2Connection:
-    server = h2.connection.H2Connection(config=_config(False))
+    server = h2.connection.H2Connection(config=h2_config(client_side=False))
     server.local_settings = h2.settings.Settings(client=False, initial_values=settings)
     server.initiate_connection()
     return server
@@ -66,8 +59,9 @@ def _server(settings: dict[int, int]) -> h2.connection.H2Connection:
 
 def _pair(
     settings: dict[int, int],
-) -> tuple[_GracefulH2Connection, _GracefulH2Connection, bytes]:
-    """Two clients with the same server's preface applied; the server's bytes."""
+) -> tuple[_GracefulH2Connection, _GracefulH2Connection, h2.connection.H2Connection]:
+    """Two clients with the same server's preface applied, and the server
+    (which has seen the first client's preface and SETTINGS ACK)."""
     server = _server(settings)
     fast, reference = _client(), _client()
     server.receive_data(fast.data_to_send())
@@ -75,8 +69,9 @@ def _pair(
     preface = server.data_to_send()
     for conn in (fast, reference):
         conn.receive_data(preface)
-        conn.data_to_send()  # SETTINGS ACK
-    return fast, reference, preface
+    server.receive_data(fast.data_to_send())  # SETTINGS ACK
+    reference.data_to_send()
+    return fast, reference, server
 
 
 def _reference_body(
@@ -174,15 +169,7 @@ def test_small_frames_and_windows_split_the_body_the_same_way() -> None:
 def test_body_over_several_frames_and_resumed_after_window_updates() -> None:
     """A body bigger than a frame goes out in frames of the peer's size; what
     the windows hold back goes out, the same way, once they grow."""
-    settings = {SettingCodes.INITIAL_WINDOW_SIZE: 40000}
-    server = _server(settings)
-    fast, reference = _client(), _client()
-    server.receive_data(fast.data_to_send())
-    reference.data_to_send()
-    preface = server.data_to_send()
-    for conn in (fast, reference):
-        conn.receive_data(preface)
-        conn.data_to_send()
+    fast, reference, server = _pair({SettingCodes.INITIAL_WINDOW_SIZE: 40000})
     body = bytes(range(256)) * 400  # 102,400 bytes
     sent = fast.open_request(1, post(body), body)
     assert sent == _reference_open(reference, 1, post(body), body) == 40000

@@ -28,7 +28,7 @@ from hyperframe.frame import (
 )
 
 from gateway.http2._connection import _GracefulH2Connection
-from tests.http2.test_h2_open_request import _client, _server, _state, post
+from tests.http2.test_h2_open_request import _pair, _state, post
 
 Server = h2.connection.H2Connection
 Answer = Callable[[Server, list[int]], bytes]
@@ -37,16 +37,7 @@ Answer = Callable[[Server, list[int]], bytes]
 def _setup(
     requests: int, settings: dict[int, int] | None = None
 ) -> tuple[_GracefulH2Connection, _GracefulH2Connection, Server, list[int]]:
-    server = _server(settings or {})
-    fast, reference = _client(), _client()
-    server.receive_data(fast.data_to_send())
-    reference.data_to_send()
-    preface = server.data_to_send()
-    for conn in (fast, reference):
-        conn.receive_data(preface)
-        conn.data_to_send()
-    server.receive_data(fast.data_to_send() + b"")  # SETTINGS ACK
-    reference.data_to_send()
+    fast, reference, server = _pair(settings or {})
     ids = []
     for _ in range(requests):
         stream_id = fast.get_next_available_stream_id()
