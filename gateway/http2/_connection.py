@@ -84,9 +84,9 @@ _CONNECTION_WINDOW = 16 * 1024 * 1024
 # then flags and the stream id.
 _FRAME_HEAD = struct.Struct(">LBL")
 _DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9
-_END_STREAM, _END_HEADERS = 0x1, 0x4
+_END_STREAM, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x4, 0x8, 0x20
 # HEADERS flags read by the short path: END_HEADERS set, PADDED and PRIORITY not.
-_HEADERS_CHECKED, _HEADERS_SHORT = 0x4 | 0x8 | 0x20, 0x4
+_HEADERS_CHECKED = _END_HEADERS | _PADDED | _PRIORITY
 # Streams a response may arrive on without h2's closed-stream handling.
 _AWAITING_RESPONSE = frozenset({StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL})
 
@@ -186,7 +186,7 @@ def h2_config(*, client_side: bool) -> h2.config.H2Configuration:
 
 
 class _GracefulH2Connection(h2.connection.H2Connection):
-    """``H2Connection`` with two fixes for a long-lived, busy client connection.
+    """``H2Connection`` adapted to a long-lived, busy client connection.
 
     GOAWAY: h2 moves to CLOSED on any GOAWAY and then rejects every later
     frame. RFC 9113 6.8 lets streams at or below last_stream_id finish, so the
@@ -196,8 +196,10 @@ class _GracefulH2Connection(h2.connection.H2Connection):
     Header blocks: :class:`MemoEncoder` and :class:`FastDecoder` replace
     hpack's encoder and decoder (see ``gateway.http2._hpack``).
 
-    Requests: :meth:`open_request` writes a request's HEADERS and first DATA
-    frame itself, moving h2's state machines and windows as h2 would.
+    Frames: :meth:`open_request` and :meth:`send_body` write a request's
+    HEADERS and DATA frames, and :meth:`receive_data` reads a response's
+    HEADERS frame, themselves, moving h2's state machines and windows as h2
+    would.
 
     Stream counting: h2 scans every stream it knows on each ``send_headers``
     (O(open streams) per request, most of the CPU at 1000 concurrent streams).
@@ -250,16 +252,7 @@ class _GracefulH2Connection(h2.connection.H2Connection):
         if not body:
             stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
             flags = _END_STREAM
-        if len(block) <= frame_size:
-            out = [
-                _FRAME_HEAD.pack(
-                    len(block) << 8 | _HEADERS, flags | _END_HEADERS, stream_id
-                ),
-                block,
-            ]
-        else:
-            out = _split_header_block(block, frame_size, flags, stream_id)
-        self._data_to_send += b"".join(out)
+        self._data_to_send += _header_frames(block, frame_size, flags, stream_id)
         return self.send_body(stream_id, body, 0) if body else 0
 
     def send_body(self, stream_id: int, body: bytes, sent: int) -> int:
@@ -321,7 +314,7 @@ class _GracefulH2Connection(h2.connection.H2Connection):
             stream = None
             if (
                 word & 0xFF == _HEADERS
-                and flags & _HEADERS_CHECKED == _HEADERS_SHORT
+                and flags & _HEADERS_CHECKED == _END_HEADERS
                 and word >> 8 <= max_size
             ):
                 stream = streams.get(stream_id & 0x7FFFFFFF)
@@ -781,7 +774,7 @@ class ClientConnection(Generic[K]):
             request.sent = sent
             self._by_stream[stream_id] = request
             if sent < len(request.body):
-                self._send_body(request)
+                self._blocked[stream_id] = request  # windows full: see _send_body
 
     def _retire_exhausted(self) -> None:
         error = ConnectionLostError("HTTP/2 stream ids used up on this connection")
@@ -816,11 +809,14 @@ class ClientConnection(Generic[K]):
             self._blocked.pop(request.stream_id, None)
 
 
-def _split_header_block(
-    block: bytes, frame_size: int, flags: int, stream_id: int
-) -> list[bytes]:
-    """A header block too big for one frame: HEADERS, then CONTINUATION
-    frames, END_HEADERS on the last (RFC 9113 6.10)."""
+def _header_frames(block: bytes, frame_size: int, flags: int, stream_id: int) -> bytes:
+    """A header block as one HEADERS frame or, past ``frame_size``, HEADERS
+    then CONTINUATION frames, END_HEADERS on the last (RFC 9113 6.10)."""
+    if len(block) <= frame_size:  # nearly always: one frame, no list of chunks
+        head = _FRAME_HEAD.pack(
+            len(block) << 8 | _HEADERS, flags | _END_HEADERS, stream_id
+        )
+        return head + block
     chunks = [block[i : i + frame_size] for i in range(0, len(block), frame_size)]
     out: list[bytes] = []
     for i, chunk in enumerate(chunks):
@@ -829,7 +825,7 @@ def _split_header_block(
         out.append(_FRAME_HEAD.pack(len(chunk) << 8 | kind, flags | last, stream_id))
         out.append(chunk)
         flags = 0
-    return out
+    return b"".join(out)
 
 
 def _clean_headers(headers: Sequence[Header]) -> list[Header]:
