@@ -15,7 +15,11 @@ call.
 - ``tcp-raw``: a plain ``select.epoll`` loop (``recv``, ``send``).
 - ``tcp-twisted``: Twisted's epoll reactor and a bare ``Protocol`` that
   writes what it reads (``transport.write``, as any Twisted protocol does).
-- ``tls-twisted``: the same protocol behind the gateway's own TLS wrapping
+- ``tcp-twisted-direct``: the same, but the echo goes to the socket's
+  ``send`` at once, as the gateway's TLS wrapping hands its records to the
+  socket (``transport.write`` waits for writability on the next reactor
+  turn: two ``epoll_ctl`` calls and a pass through the loop more).
+- ``tls-twisted``: the bare protocol behind the gateway's own TLS wrapping
   (``gateway.tls.FastTLSFactory``, the device server's ``ServerTLS``
   context, the dev certificate), i.e. the device sockets' floor.
 - ``udp-raw`` / ``udp-twisted``: one datagram in, one out (``recvfrom``,
@@ -43,7 +47,14 @@ from _proc import box_steal_s, cpu_model, cpu_split_s, interpreter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-MODES = ("tcp-raw", "tcp-twisted", "tls-twisted", "udp-raw", "udp-twisted")
+MODES = (
+    "tcp-raw",
+    "tcp-twisted",
+    "tcp-twisted-direct",
+    "tls-twisted",
+    "udp-raw",
+    "udp-twisted",
+)
 MESSAGE = b'\x00\x00\x00\x24{"type":"ping","id":"0123456789abcd"}'
 
 
@@ -102,6 +113,10 @@ def _serve_twisted(
         def dataReceived(self, data: bytes) -> None:
             self.transport.write(data)  # type: ignore[union-attr]
 
+    class DirectEcho(protocol.Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            self.transport.socket.send(data)  # type: ignore[union-attr]
+
     class UdpEcho(protocol.DatagramProtocol):
         def datagramReceived(self, data: bytes, addr: Any) -> None:
             self.transport.write(data, addr)  # type: ignore[union-attr]
@@ -109,7 +124,8 @@ def _serve_twisted(
     if mode == "udp-twisted":
         r.adoptDatagramPort(sock.fileno(), socket.AF_INET, UdpEcho())
     else:
-        factory: Any = protocol.Factory.forProtocol(Echo)
+        echo = DirectEcho if mode == "tcp-twisted-direct" else Echo
+        factory: Any = protocol.Factory.forProtocol(echo)
         if mode == "tls-twisted":
             from gateway.localpush.tls import ServerTLS
             from gateway.tls import FastTLSFactory
