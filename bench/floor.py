@@ -271,7 +271,7 @@ def main() -> int:
             r = run_mode(mode, args, cert, key)
             results.append(r)
             print(
-                f"{mode:12} {r['us_per_message']:7.1f} us per message  "
+                f"{mode:18} {r['us_per_message']:7.1f} us per message  "
                 f"server {100 * r['server_cpu_share']:.1f}% of a core "
                 f"(kernel {100 * r['server_kernel_share']:.1f}%), steal "
                 f"{100 * r['steal_share']:.1f}%, echoed {r['echoed']}",
