@@ -261,22 +261,23 @@ def main() -> int:
             parser.error(f"unknown mode {m!r} (one of {', '.join(MODES)})")
     from gateway.devcert import write_self_signed
 
-    tmp = Path(tempfile.mkdtemp(prefix="voipgw-floor-"))
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    write_self_signed(cert, key)
     print(f"nproc {os.cpu_count()}, {cpu_model()}; {interpreter()}")
     results = []
-    for _ in range(args.repeat):
-        for mode in modes:
-            r = run_mode(mode, args, cert, key)
-            results.append(r)
-            print(
-                f"{mode:18} {r['us_per_message']:7.1f} us per message  "
-                f"server {100 * r['server_cpu_share']:.1f}% of a core "
-                f"(kernel {100 * r['server_kernel_share']:.1f}%), steal "
-                f"{100 * r['steal_share']:.1f}%, echoed {r['echoed']}",
-                flush=True,
-            )
+    # the dev certificate, removed afterwards (the forked children _exit)
+    with tempfile.TemporaryDirectory(prefix="voipgw-floor-") as tmp:
+        cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+        write_self_signed(cert, key)
+        for _ in range(args.repeat):
+            for mode in modes:
+                r = run_mode(mode, args, cert, key)
+                results.append(r)
+                print(
+                    f"{mode:18} {r['us_per_message']:7.1f} us per message  "
+                    f"server {100 * r['server_cpu_share']:.1f}% of a core "
+                    f"(kernel {100 * r['server_kernel_share']:.1f}%), steal "
+                    f"{100 * r['steal_share']:.1f}%, echoed {r['echoed']}",
+                    flush=True,
+                )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
