@@ -516,6 +516,11 @@ def _overload_metrics(guard: OverloadGuard) -> Iterator[Metric]:
         "1 while new INVITEs are refused because requests wait too long",
         value=1.0 if guard.lagging else 0.0,
     )
+    yield CounterMetricFamily(
+        "voipgw_sip_backlogs_absorbed",
+        "Waits over sip.overload_lag_ms that shrank until worked off, none refused",
+        value=float(guard.backlogs_absorbed),
+    )
     yield GaugeMetricFamily(
         "voipgw_reactor_lag_seconds",
         "How late the last 100 ms reactor timer fired",

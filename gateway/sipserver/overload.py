@@ -37,10 +37,14 @@ class OverloadGuard:
     A sample is the longer of two waits: how late the reactor ran a timer,
     and how long the oldest SIP datagram read since the last sample sat in
     the kernel (``queued``; a deep receive buffer hides that one from the
-    timer). Shedding starts when two samples in a row reach ``lag_ms`` (one
-    late timer is a single stall, such as start-up work or a collector pass,
-    not a saturated CPU) and ends when one falls under half of it, so it
-    does not flap.
+    timer). Shedding starts when two samples in a row reach ``lag_ms`` and
+    the second is no shorter than the first: one late timer is a single
+    stall (start-up work, a collector pass, the hypervisor taking the CPU),
+    and a backlog that shrinks is one the CPU is already working off, whose
+    calls succeed if they are let through. At twice ``lag_ms`` (by default
+    T1, when the core starts retransmitting) two samples in a row start it,
+    shrinking or not. It ends when a sample falls under half of ``lag_ms``,
+    so it does not flap.
     """
 
     def __init__(self, settings: OverloadSettings = OverloadSettings()) -> None:
@@ -51,7 +55,10 @@ class OverloadGuard:
         self._queued_max = 0.0  # since the last sample
         self.lagging = False
         self.refused: dict[str, int] = {"pending": 0, "lag": 0}
+        self.draining = False  # over the threshold, shrinking, let through
+        self.backlogs_absorbed = 0  # such episodes that ended without shedding
         self._late = 0  # samples in a row at or over the threshold
+        self._previous_s = 0.0  # the sample before the last one's delay
         self._enter_s = settings.lag_ms / 1000
         self._leave_s = self._enter_s / 2
 
@@ -78,11 +85,18 @@ class OverloadGuard:
         self.queued_s, self._queued_max = self._queued_max, 0.0
         if not self.watches_lag:
             return None
-        delay = self.delay_s
+        delay, previous = self.delay_s, self._previous_s
+        self._previous_s = delay
         self._late = self._late + 1 if delay >= self._enter_s else 0
         if not self.lagging and self._late >= 2:
-            self.lagging = True
-            return True
+            if delay >= previous or delay >= 2 * self._enter_s:
+                self.draining = False  # it stopped shrinking: overload after all
+                self.lagging = True
+                return True
+            self.draining = True
+        elif self._late == 0 and self.draining:
+            self.draining = False  # worked off without a refusal
+            self.backlogs_absorbed += 1
         if self.lagging and delay < self._leave_s:
             self.lagging = False
             return False
@@ -128,7 +142,17 @@ class LagMonitor:
 
     def _tick(self) -> None:
         guard = self._guard
+        was_draining = guard.draining
         changed = guard.sample(max(0.0, self._clock.seconds() - self._due))
+        if guard.draining and not was_draining:
+            self.log.info(
+                "SIP backlog: requests wait {delay_ms:.0f} ms (reactor "
+                "{lag_ms:.0f} ms late, UDP queue {queued_ms:.0f} ms) but the "
+                "wait is shrinking; INVITEs are still taken",
+                delay_ms=guard.delay_s * 1000,
+                lag_ms=guard.lag_s * 1000,
+                queued_ms=guard.queued_s * 1000,
+            )
         if changed is True:
             self.log.warn(
                 "SIP overload: requests wait {delay_ms:.0f} ms (reactor "

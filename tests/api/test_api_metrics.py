@@ -200,6 +200,7 @@ async def test_sip_requests_and_responses_are_counted(
     assert got[(refused, (("reason", "lag"),))] == 0
     assert got[(refused, (("reason", "pending"),))] == 0
     assert got[("voipgw_sip_overloaded", ())] == 0
+    assert got[("voipgw_sip_backlogs_absorbed_total", ())] == 0
     assert 0 <= got[("voipgw_reactor_lag_seconds", ())] < 1
     assert 0 <= got[("voipgw_sip_udp_queue_delay_seconds", ())] < 1
     # The UDP port feeds the guard the datagrams' waits in the kernel.

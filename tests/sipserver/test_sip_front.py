@@ -541,8 +541,9 @@ def test_overload_pending_cap_refuses_new_invites_503(front: Front) -> None:
 
 def test_overload_reactor_lag_sheds_until_it_catches_up(front: Front) -> None:
     """The lag monitor on the same clock: one timer firing 400 ms late is a
-    stall, two in a row start shedding (warned once), a punctual one ends it
-    (logged), and only new INVITEs were refused."""
+    stall, two in a row, the second no earlier, start shedding (warned
+    once), a punctual one ends it (logged), and only new INVITEs were
+    refused."""
     guard = OverloadGuard(OverloadSettings(lag_ms=250))
     front.app.overload = guard
     monitor = LagMonitor(front.clock, guard)
@@ -554,9 +555,10 @@ def test_overload_reactor_lag_sheds_until_it_catches_up(front: Front) -> None:
         assert guard.lag_s == pytest.approx(0.4) and not guard.lagging
         front.clock.advance(0.1)
         assert not guard.lagging  # punctual again: it was one stall
-        front.clock.advance(0.5)
-        front.clock.advance(0.4)  # 300 ms late, the second in a row
-    assert guard.lagging and guard.lag_s == pytest.approx(0.3)
+        front.clock.advance(0.4)
+        assert not guard.lagging  # 300 ms late: one sample
+        front.clock.advance(0.5)  # 400 ms late, the second in a row
+    assert guard.lagging and guard.lag_s == pytest.approx(0.4)
     assert [e["log_level"].name for e in events] == ["warn"]
     front.send(request("INVITE"))
     assert [(r.status, r.reason) for r in front.responses()] == [
@@ -578,6 +580,60 @@ def test_overload_reactor_lag_sheds_until_it_catches_up(front: Front) -> None:
     assert guard.refused == {"pending": 0, "lag": 1}
     monitor.stop()
     assert all(c.func != monitor._tick for c in front.clock.getDelayedCalls())
+
+
+def test_overload_lets_a_shrinking_backlog_through_until_twice_the_lag() -> None:
+    """A stall leaves a backlog the CPU works off: waits over ``lag_ms`` that
+    shrink sample by sample refuse nothing, their calls succeed; waits over
+    twice ``lag_ms`` (T1 by default) shed on two samples, shrinking or not."""
+    guard = OverloadGuard(OverloadSettings(lag_ms=250))
+    for wait, draining in (
+        (0.45, False),  # one sample: could be a stall
+        (0.4, True),
+        (0.35, True),
+        (0.3, True),
+        (0.26, True),
+        (0.2, False),  # under lag_ms: worked off
+        (0.1, False),
+    ):
+        guard.queued(wait)
+        assert guard.sample(0.0) is None
+        assert guard.draining is draining
+        assert guard.refusal(0) is None
+    assert guard.backlogs_absorbed == 1
+    assert guard.sample(0.6) is None  # a stall: one sample
+    assert guard.sample(0.55) is True  # shrinking, but past twice lag_ms
+    assert guard.refusal(0) == "lag"
+    assert guard.sample(0.1) is False
+    # Shrinking at first, then growing: overload, and not counted as absorbed.
+    assert [guard.sample(lag) for lag in (0.0, 0.3, 0.28, 0.29)] == [
+        None,
+        None,
+        None,
+        True,
+    ]
+    assert not guard.draining
+    assert guard.sample(0.0) is False
+    assert guard.backlogs_absorbed == 1
+    assert guard.refused == {"pending": 0, "lag": 1}
+
+
+def test_overload_monitor_logs_a_shrinking_backlog_once(front: Front) -> None:
+    """Near capacity is worth an operator's note: the monitor logs when a
+    backlog over the threshold is being worked off, once per backlog."""
+    guard = OverloadGuard(OverloadSettings(lag_ms=250))
+    monitor = LagMonitor(front.clock, guard)
+    monitor.start()
+    with capturedLogs() as events:
+        for wait in (0.4, 0.35, 0.3, 0.1):
+            guard.queued(wait)
+            front.clock.advance(0.1)
+    monitor.stop()
+    assert [(e["log_level"].name, round(e["queued_ms"])) for e in events] == [
+        ("info", 350)
+    ]
+    assert "shrinking" in events[0]["log_format"]
+    assert (guard.backlogs_absorbed, guard.refused["lag"]) == (1, 0)
 
 
 def test_sip_service_runs_the_lag_monitor_while_started(front: Front) -> None:
@@ -631,8 +687,14 @@ def test_overload_udp_queue_wait_sheds_while_the_reactor_is_punctual(
         front.clock.advance(0.1)
         guard.queued(0.26)
         front.clock.advance(0.1)
-        assert guard.lagging and guard.delay_s == pytest.approx(0.26)
-    assert len(events) == 1 and events[0]["queued_ms"] == pytest.approx(260)
+        assert not guard.lagging  # two over, but shrinking: it is catching up
+        guard.queued(0.27)
+        front.clock.advance(0.1)
+        assert guard.lagging and guard.delay_s == pytest.approx(0.27)
+    assert [(e["log_level"].name, round(e["queued_ms"])) for e in events] == [
+        ("info", 260),  # shrinking: let through
+        ("warn", 270),
+    ]
     front.send(request("INVITE"))
     assert [(r.status, r.reason) for r in front.responses()] == [
         (100, "Trying"),
