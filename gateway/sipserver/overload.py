@@ -144,23 +144,24 @@ class LagMonitor:
         guard = self._guard
         was_draining = guard.draining
         changed = guard.sample(max(0.0, self._clock.seconds() - self._due))
+        waits = {
+            "delay_ms": guard.delay_s * 1000,
+            "lag_ms": guard.lag_s * 1000,
+            "queued_ms": guard.queued_s * 1000,
+        }
         if guard.draining and not was_draining:
             self.log.info(
                 "SIP backlog: requests wait {delay_ms:.0f} ms (reactor "
                 "{lag_ms:.0f} ms late, UDP queue {queued_ms:.0f} ms) but the "
                 "wait is shrinking; INVITEs are still taken",
-                delay_ms=guard.delay_s * 1000,
-                lag_ms=guard.lag_s * 1000,
-                queued_ms=guard.queued_s * 1000,
+                **waits,
             )
         if changed is True:
             self.log.warn(
                 "SIP overload: requests wait {delay_ms:.0f} ms (reactor "
                 "{lag_ms:.0f} ms late, UDP queue {queued_ms:.0f} ms); new INVITEs "
                 "get 503 until it catches up",
-                delay_ms=guard.delay_s * 1000,
-                lag_ms=guard.lag_s * 1000,
-                queued_ms=guard.queued_s * 1000,
+                **waits,
             )
         elif changed is False:
             self.log.info(
