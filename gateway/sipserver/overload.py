@@ -58,7 +58,7 @@ class OverloadGuard:
         self.draining = False  # over the threshold, shrinking, let through
         self.backlogs_absorbed = 0  # such episodes that ended without shedding
         self._late = 0  # samples in a row at or over the threshold
-        self._previous_s = 0.0  # the sample before the last one's delay
+        self._previous_s = 0.0  # the last sample's delay, for the next to compare
         self._enter_s = settings.lag_ms / 1000
         self._leave_s = self._enter_s / 2
 
