@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple, cast
+from typing import NamedTuple, TypeVar, cast
 
 from gateway.sip._errors import SipParseError
 from gateway.sip._headers import (
@@ -34,6 +34,8 @@ from gateway.sip._headers import (
 from gateway.sip._raw import Header, RawMessage
 from gateway.sip._routing import Address, stamp_via
 from gateway.sip._uri import SipUri, parse_uri
+
+_T = TypeVar("_T")
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
@@ -283,14 +285,13 @@ class _Message:
         return iter(self.headers)
 
     def reasons(self) -> tuple[Reason, ...]:
-        """RFC 3326 Reason values."""
-        return tuple(parse_reason(v) for v in self.header_values("Reason"))
+        """RFC 3326 Reason values; unreadable ones are left out."""
+        return _readable(parse_reason, self.header_values("Reason"))
 
     def p_asserted_identity(self) -> tuple[NameAddr, ...]:
-        """RFC 3325 P-Asserted-Identity values (one SIP and one tel at most)."""
-        return tuple(
-            parse_name_addr(v) for v in self.header_values("P-Asserted-Identity")
-        )
+        """RFC 3325 P-Asserted-Identity values (one SIP and one tel at most);
+        unreadable ones are left out."""
+        return _readable(parse_name_addr, self.header_values("P-Asserted-Identity"))
 
     @property
     def content_type(self) -> ContentType | None:
@@ -392,6 +393,20 @@ class Response(_Message):
             f"SIP/2.0 {self.status} {self.reason}\r\n{wire}"
             f"Content-Length: {len(self.body)}\r\n\r\n"
         ).encode() + self.body
+
+
+def _readable(parse: Callable[[str], _T], values: Iterable[str]) -> tuple[_T, ...]:
+    """The values ``parse`` reads. For headers parsed only when asked for
+    (Reason, P-Asserted-Identity): they only inform, and a request is not
+    refused, nor a call left ringing, over one bad value
+    (docs/calls-notes.md)."""
+    out = []
+    for value in values:
+        try:
+            out.append(parse(value))
+        except SipParseError:
+            continue
+    return tuple(out)
 
 
 def _header_lines(headers: Iterable[Header]) -> str:
@@ -803,6 +818,7 @@ def build_error_response(
     *,
     to_tag: str | None = None,
     source: Address | None = None,
+    headers: Iterable[tuple[str, str]] = (),
 ) -> Response | None:
     """The ``400`` (or ``505``) for a request that failed to parse.
 
@@ -810,7 +826,8 @@ def build_error_response(
     Via, From, To, Call-ID or CSeq is missing or the top Via is unreadable.
     Values are copied as received, as RFC 3261 8.2.6.2 asks. With
     ``source``, the top Via gets ``received``/``rport`` (18.2.1), so
-    ``route_response(response.via[0], ...)`` finds the way back.
+    ``route_response(response.via[0], ...)`` finds the way back;
+    ``headers`` are added after the five copied ones.
     """
     raw = error.raw
     if raw is None or raw.start_line.startswith("SIP/"):
@@ -850,7 +867,7 @@ def build_error_response(
             to_value,
             first["call-id"],
             first["cseq"],
-            (),
+            headers,
         ),
         via=(top,),
     )

@@ -47,6 +47,7 @@ __all__ = [
 ALLOW = "INVITE, ACK, CANCEL, OPTIONS, REGISTER, MESSAGE"
 ACCEPT = "application/sdp, text/plain"
 MAX_REGISTER_EXPIRES = 86_400
+_NO_PUSH = ("X-Push-Status", "none")
 DEFAULT_REGISTER_EXPIRES = 3600
 _HEX = frozenset("0123456789abcdefABCDEF")
 
@@ -243,10 +244,14 @@ class SipApplication:
         to_tag: str | None = None,
         headers: Iterable[tuple[str, str]] = (),
     ) -> None:
-        """Build and send a response; a tag is added to final responses."""
+        """Build and send a response; a tag is added to final responses, and
+        ``X-Push-Status: none`` to an INVITE's that have none (calls.md)."""
         if to_tag is None and status >= 200:
             to_tag = new_tag()
         extra = [*headers, ("Server", self.settings.user_agent)]
+        invite = request.method == "INVITE" and status > 100
+        if invite and all(name != "X-Push-Status" for name, _ in extra):
+            extra.append(_NO_PUSH)
         response = build_response(request, status, reason, to_tag=to_tag, headers=extra)
         try:
             self._responder.respond(key, response)
@@ -263,11 +268,11 @@ class SipApplication:
     def _invite(self, key: TransactionKey, request: Request, source: Any) -> None:
         if request.to.tag is not None:
             # We hold no dialogs: an in-dialog request cannot be ours.
-            self.reply(key, request, 481, headers=[("X-Push-Status", "none")])
+            self.reply(key, request, 481)
             return
         aor = request.aor
         if aor is None:
-            self.reply(key, request, 416, headers=[("X-Push-Status", "none")])
+            self.reply(key, request, 416)
             return
         if self.shutting_down:
             self._unavailable(key, request, "5")
@@ -290,7 +295,7 @@ class SipApplication:
         call = self._dispatcher.start(call_request, listener)
         if call is None:
             self._invites.pop(key, None)
-            self.reply(key, request, 404, headers=[("X-Push-Status", "none")])
+            self.reply(key, request, 404)
             return
         listener.call_id = call.call_id
 

@@ -56,6 +56,7 @@ TIMER_GAP_S = 0.01
 # Asked for on the UDP socket so that bursts (a busy reactor turn) queue in
 # the kernel instead of being dropped; Linux caps it at net.core.rmem_max.
 UDP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
+_NO_PUSH = (("X-Push-Status", "none"),)
 
 
 class SipServer:
@@ -128,7 +129,11 @@ class SipServer:
         connection: Hashable | None,
     ) -> None:
         self.stats["bad"] += 1
-        response = build_error_response(error, source=source)
+        # calls.md: every response to an INVITE after 100 has X-Push-Status.
+        invite = error.raw is not None and error.raw.start_line.startswith("INVITE ")
+        response = build_error_response(
+            error, source=source, headers=_NO_PUSH if invite else ()
+        )
         route = (
             route_response(response.via[0], transport, connection)
             if response is not None and response.via

@@ -164,6 +164,26 @@ def test_reason_header() -> None:
     assert str(first) == 'SIP;cause=200;text="Call completed, elsewhere"'
 
 
+def test_unreadable_reason_and_identity_values_are_left_out() -> None:
+    """Reason and P-Asserted-Identity are parsed when asked for; a bad value
+    is skipped, the readable ones are kept."""
+    data = INVITE.replace(
+        b"X-Tenant: acme\r\n",
+        b"Reason: SIP;cause=abc, SIP;cause=603\r\nReason: garbage\r\n"
+        b"P-Asserted-Identity: Bob <sip:b@x\r\nP-Asserted-Identity: <tel:+4930999>\r\n",
+    )
+    request = _req(data)
+    assert [(r.protocol, r.cause) for r in request.reasons()] == [
+        ("SIP", 603),
+        ("garbage", None),  # a token protocol is valid (RFC 3326)
+    ]
+    assert [str(a.uri) for a in request.p_asserted_identity()] == [
+        "sip:+4930123@example.com",  # the two INVITE has already
+        "tel:+4930123",
+        "tel:+4930999",
+    ]
+
+
 def test_line_folding_everywhere() -> None:
     """LWS continuation lines join with a space, even in the CSeq number."""
     data = INVITE.replace(b"CSeq: 314159 INVITE", b"CSeq:\r\n 314159\r\n\tINVITE")

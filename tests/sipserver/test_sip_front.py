@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import attrs
 import pytest
-from gw_fakes import FakeApns, FakeHub
-from twisted.internet.task import Clock
+from gw_front import AOR, PEER, Front, make_front, request
 from twisted.logger import capturedLogs
 
 from gateway.apns import Delivered
-from gateway.calls.dispatcher import Dispatcher, DispatcherSettings
 from gateway.localpush.frames import CallCancelFrame, CallFrame, MessageFrame
-from gateway.messages import Messenger
 from gateway.sip import (
     Response,
     TimerSettings,
@@ -23,110 +20,15 @@ from gateway.sip import (
     Transport,
     parse_message,
 )
-from gateway.sipserver.application import SipApplication, SipSettings
+from gateway.sipserver.application import SipApplication
 from gateway.sipserver.overload import LagMonitor, OverloadGuard, OverloadSettings
 from gateway.sipserver.server import SipServer
 from gateway.sipserver.service import SipService
-from gateway.store import Device, MemoryPersister, Registry
-
-AOR = "sip:bob@example.com"
-PEER = ("127.0.0.1", 5070)
-
-
-class CaptureUdp:
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, tuple[str, int]]] = []
-
-    def send(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.sent.append((data, addr))
-
-
-@attrs.define
-class Front:
-    clock: Clock
-    registry: Registry
-    hub: FakeHub
-    apns: FakeApns
-    dispatcher: Dispatcher
-    app: SipApplication
-    server: SipServer
-    udp: CaptureUdp
-    seen: int = 0
-
-    def send(self, data: bytes, source: tuple[str, int] = PEER) -> None:
-        self.server.receive(data, Transport.UDP, source)
-
-    def responses(self) -> list[Response]:
-        """Responses sent since the last call."""
-        new = self.udp.sent[self.seen :]
-        self.seen = len(self.udp.sent)
-        out = []
-        for data, _ in new:
-            message = parse_message(data)
-            assert isinstance(message, Response)
-            out.append(message)
-        return out
-
-    def statuses(self) -> list[int]:
-        return [r.status for r in self.responses()]
 
 
 @pytest.fixture
 def front() -> Front:
-    clock = Clock()
-    clock.advance(1000)
-    registry = Registry(MemoryPersister(), clock)
-    registry.load()
-    registry.put_device(Device("phone", (AOR,), "aa" * 32, "bb" * 32, "com.x"))
-    hub, apns = FakeHub(), FakeApns()
-    dispatcher = Dispatcher(
-        clock,
-        registry,
-        hub,
-        apns,
-        DispatcherSettings(ring_timeout_s=30, bundle_id="com.x"),
-    )
-    messenger = Messenger(
-        clock, registry, hub, apns, ttl_s=600, ack_timeout_s=3, bundle_id="com.x"
-    )
-    server = SipServer(clock, TransactionLayer(TimerSettings()), 65_535)
-    app = SipApplication(
-        clock,
-        dispatcher=dispatcher,
-        messenger=messenger,
-        registry=registry,
-        settings=SipSettings(max_message_body_bytes=100, custom_headers_max_bytes=40),
-        responder=server,
-    )
-    udp = CaptureUdp()
-    server.app = app
-    server.udp = udp  # type: ignore[assignment]
-    return Front(clock, registry, hub, apns, dispatcher, app, server, udp)
-
-
-def request(
-    method: str,
-    uri: str = AOR,
-    *,
-    branch: str = "z9hG4bK-1",
-    call_id: str = "c1@test",
-    cseq: int = 1,
-    headers: str = "",
-    body: bytes = b"",
-    to: str | None = None,
-) -> bytes:
-    head = (
-        f"{method} {uri} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch};rport\r\n"
-        "Max-Forwards: 70\r\n"
-        'From: "Alice" <sip:+4930123@core.example.com>;tag=from1\r\n'
-        f"To: {to or f'<{uri}>'}\r\n"
-        f"Call-ID: {call_id}\r\n"
-        f"CSeq: {cseq} {method}\r\n"
-        f"{headers}"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
+    return make_front()
 
 
 def test_options_200_with_allow_and_accept(front: Front) -> None:
@@ -243,6 +145,65 @@ def test_cancel_without_reason_is_missed_call(front: Front) -> None:
     front.send(request("CANCEL"))
     assert sorted(front.statuses()) == [100, 180, 200, 487]
     assert [p.push_type.value for p, _ in front.apns.pushes] == ["voip", "alert"]
+
+
+def test_cancel_with_unreadable_reason_still_cancels(front: Front) -> None:
+    """A Reason that does not parse is left out, the readable one still
+    counts; a CANCEL is never refused (nor the call left ringing) over it."""
+    front.hub.online.add("phone")
+    front.send(request("INVITE"))
+    front.hub.ack(0)
+    assert front.statuses() == [100, 180]
+    front.send(request("CANCEL", headers="Reason: SIP;cause=abc, SIP;cause=603\r\n"))
+    assert sorted(front.statuses()) == [200, 487]
+    cancel = front.hub.sent[1][1]
+    assert isinstance(cancel, CallCancelFrame)
+    assert cancel.reason == "declined_elsewhere"
+    front.send(request("INVITE", branch="z9hG4bK-2", call_id="c2"))
+    front.hub.ack(2)
+    front.send(
+        request(
+            "CANCEL",
+            branch="z9hG4bK-2",
+            call_id="c2",
+            headers='Reason: SIP;cause=200;text="open\r\n',
+        )
+    )
+    assert sorted(front.statuses()) == [100, 180, 200, 487]
+    cancel = front.hub.sent[3][1]
+    assert isinstance(cancel, CallCancelFrame)
+    assert cancel.reason == "remote_ended"
+
+
+def test_unreadable_p_asserted_identity_rings_as_from(front: Front) -> None:
+    """A broken P-Asserted-Identity is left out: the caller is From's."""
+    front.hub.online.add("phone")
+    with capturedLogs() as events:
+        front.send(request("INVITE", headers="P-Asserted-Identity: Bob <sip:b@x\r\n"))
+    frame = front.hub.sent[0][1]
+    assert isinstance(frame, CallFrame)
+    assert (frame.caller.handle, frame.caller.display_name) == ("+4930123", "Alice")
+    assert front.statuses() == [100]
+    assert [e for e in events if "log_failure" in e] == []
+
+
+def test_every_invite_response_after_100_has_push_status(front: Front) -> None:
+    """calls.md: also on 420 and on the 400 for an INVITE that does not parse."""
+    front.send(request("INVITE", headers="Require: 100rel\r\n"))
+    assert [(r.status, r.header("X-Push-Status")) for r in front.responses()] == [
+        (100, None),
+        (420, "none"),
+    ]
+    front.send(request("INVITE", branch="z9hG4bK-2", headers="Expires: -1\r\n"))
+    [r] = front.responses()
+    assert (r.status, r.reason, r.header("X-Push-Status")) == (
+        400,
+        "Bad Expires",
+        "none",
+    )
+    front.send(request("OPTIONS", branch="z9hG4bK-3", headers="Expires: -1\r\n"))
+    [r] = front.responses()
+    assert (r.status, r.header("X-Push-Status")) == (400, None)
 
 
 def test_cancel_for_unknown_transaction_481(front: Front) -> None:

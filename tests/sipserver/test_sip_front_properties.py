@@ -1,0 +1,203 @@
+"""Whatever a SIP core and the devices do, in whatever order, the front
+answers and forgets: no handler fails, no 500, every response well formed,
+and once the devices and APNs have answered and the timers have run, no
+call and no transaction is left behind.
+
+Requests are built from parts a core really sends (and parts it should
+not): matching and non-matching branches and Call-IDs, RFC 3326 Reasons,
+RFC 8599 contacts, odd Expires, bodies, custom headers. Between them,
+devices ack or lose frames, send call events, APNs answers, time passes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gw_front import AOR, PEER, Front, make_front, request
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.logger import capturedLogs
+
+from gateway.apns import Delivered, Failed, Retryable, TokenRejected
+from gateway.sip import Response, parse_message
+
+_METHODS = (
+    "INVITE",
+    "CANCEL",
+    "ACK",
+    "OPTIONS",
+    "REGISTER",
+    "MESSAGE",
+    "BYE",
+    "INFO",
+    "PRACK",
+    "SUBSCRIBE",
+    "PUBLISH",
+    "FOO",
+)
+_URIS = (
+    AOR,
+    "sip:nobody@example.com",
+    "sip:gw@127.0.0.1",
+    "sips:bob@example.com",
+    "sip:bob@example.com;transport=tcp",
+    "tel:+4930123",
+    "sip:%62ob@example.com",
+)
+_HEADERS = (
+    'Reason: SIP;cause=200;text="Call completed elsewhere"',
+    "Reason: SIP;cause=600",
+    "Reason: SIP;cause=603, Q.850;cause=16",
+    "Reason: Q.850;cause=16",
+    "Reason: SIP;cause=abc",
+    "Reason: garbage",
+    "Contact: <sip:bob@10.0.0.1;pn-provider=apns;pn-prid="
+    + "ab" * 32
+    + ";pn-param=TEAMID.com.x.voip>;expires=600",
+    "Contact: <sip:bob@10.0.0.2;pn-provider=lpc;pn-prid=phone>",
+    "Contact: <sip:bob@10.0.0.1;pn-provider=apns;pn-prid=zz>",
+    "Contact: <sip:bob@10.0.0.1;pn-provider=fcm;pn-prid=x>;expires=0",
+    "Contact: <sip:bob@10.0.0.1>",
+    "Contact: *",
+    "Contact: <sip:a@b>, <sip:c@d>;expires=5",
+    "Expires: 0",
+    "Expires: 20",
+    "Expires: -1",
+    "Expires: 99999999999999",
+    "Content-Type: text/plain",
+    "Content-Type: application/sdp",
+    "Content-Type: message/cpim",
+    "Content-Type: text/plain;charset=latin-1",
+    "X-Customer-Id: 42",
+    "X-Long: " + "x" * 300,
+    'P-Asserted-Identity: "Alice" <sip:+4930999@core.example.com>',
+    "P-Asserted-Identity: <tel:+4930999>",
+    "P-Asserted-Identity: nonsense <",
+    "Require: 100rel",
+    "Supported: timer, 100rel",
+    "Max-Forwards: 0",
+    "Subject: hello",
+    "Priority: emergency",
+)
+_BODIES = (b"", b"hello", "grüße".encode(), b"\xff\xfe\x00", b"v=0\r\n" * 40)
+
+
+def _request() -> st.SearchStrategy[bytes]:
+    header = st.one_of(
+        st.sampled_from(_HEADERS),
+        st.builds(
+            "{}: {}".format,
+            st.sampled_from(("Reason", "Contact", "Expires", "X-Any", "From")),
+            st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF), max_size=40),
+        ),
+    )
+    return st.builds(
+        lambda method, uri, branch, call_id, cseq, headers, body, tagged: request(
+            method,
+            uri,
+            branch=f"z9hG4bK-{branch}",
+            call_id=f"c{call_id}@test",
+            cseq=cseq,
+            headers="".join(
+                h.replace("\r", "").replace("\n", "") + "\r\n" for h in headers
+            ),
+            body=body,
+            to=f"<{uri}>;tag=t1" if tagged else None,
+        ),
+        st.sampled_from(_METHODS),
+        st.sampled_from(_URIS),
+        st.integers(0, 3),
+        st.integers(0, 3),
+        st.integers(0, 3),
+        st.lists(header, max_size=4),
+        st.sampled_from(_BODIES),
+        st.booleans(),
+    )
+
+
+_OUTCOMES = (
+    Delivered("apns-1"),
+    TokenRejected("Unregistered"),
+    Retryable("ServiceUnavailable", status=503),
+    Failed(400, "BadTopic"),
+)
+
+_STEP = st.one_of(
+    st.tuples(st.just("sip"), _request(), st.sampled_from((PEER, ("192.0.2.9", 5060)))),
+    st.tuples(st.just("online"), st.booleans()),
+    st.tuples(st.just("hub"), st.integers(0, 7), st.booleans()),
+    st.tuples(st.just("apns"), st.integers(0, 7), st.sampled_from(_OUTCOMES)),
+    st.tuples(
+        st.just("event"),
+        st.integers(0, 3),
+        st.sampled_from(("answered", "declined", "ringing", "bogus")),
+    ),
+    st.tuples(st.just("time"), st.sampled_from((0.5, 4.0, 32.0))),
+)
+
+
+def _apply(front: Front, step: tuple[Any, ...]) -> None:
+    kind = step[0]
+    if kind == "sip":
+        front.send(step[1], step[2])
+    elif kind == "online":
+        (front.hub.online.add if step[1] else front.hub.online.discard)("phone")
+    elif kind == "hub":
+        pending = [i for i, (_, _, d) in enumerate(front.hub.sent) if not d.called]
+        if pending:
+            front.hub.ack(pending[step[1] % len(pending)], delivered=step[2])
+    elif kind == "apns":
+        pending = [i for i, (_, d) in enumerate(front.apns.pushes) if not d.called]
+        if pending:
+            front.apns.answer(pending[step[1] % len(pending)], step[2])
+    elif kind == "event":
+        calls = [
+            frame.call_id for _, frame, _ in front.hub.sent if hasattr(frame, "caller")
+        ]
+        if calls:
+            front.dispatcher.on_call_event(
+                "phone", calls[step[1] % len(calls)], step[2]
+            )
+    else:
+        front.clock.advance(step[1])
+
+
+def _settle(front: Front) -> None:
+    """Every device and APNs answers what is still open, then time runs out."""
+    for _ in range(10):
+        open_hub = [i for i, (_, _, d) in enumerate(front.hub.sent) if not d.called]
+        open_apns = [i for i, (_, d) in enumerate(front.apns.pushes) if not d.called]
+        if not open_hub and not open_apns:
+            break
+        for i in open_hub:
+            front.hub.ack(i, delivered=False, reason="session_died")
+        for i in open_apns:
+            front.apns.answer(i, Delivered("apns-late"))
+    for _ in range(20):
+        front.clock.advance(30)
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.lists(_STEP, max_size=25))
+def test_any_sequence_is_answered_and_forgotten(steps: list[tuple[Any, ...]]) -> None:
+    front = make_front()
+    with capturedLogs() as events:
+        for step in steps:
+            _apply(front, step)
+        _settle(front)
+    failures = [e for e in events if "log_failure" in e]
+    assert failures == [], failures[0]["log_failure"].getTraceback()
+    for data, _ in front.udp.sent:
+        response = parse_message(data)
+        assert isinstance(response, Response)
+        assert response.status != 500
+        if response.cseq is not None and response.cseq.method == "INVITE":
+            assert (response.status == 100) == (
+                response.header("X-Push-Status") is None
+            )
+    assert front.dispatcher.held_count == 0
+    assert front.server.transactions == 0
