@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -116,28 +117,53 @@ def _device_token(args: argparse.Namespace) -> int:
 
 
 def to_toml(data: dict[str, Any], prefix: str = "") -> str:
-    """Serialise plain config data (scalars, lists, nested tables) as TOML."""
+    """Serialise plain config data (scalars, lists, nested tables) as TOML
+    that ``tomllib`` reads back as the same data."""
     lines: list[str] = []
     tables: list[tuple[str, dict[str, Any]]] = []
     for key, value in data.items():
         if isinstance(value, dict):
-            tables.append((f"{prefix}{key}", value))
+            tables.append((f"{prefix}{_toml_key(key)}", value))
         else:
-            lines.append(f"{key} = {_toml_value(value)}")
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
     out = "\n".join(lines) + ("\n" if lines else "")
     for name, table in tables:
         out += f"\n[{name}]\n" + to_toml(table, f"{name}.")
     return out
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
-        return repr(value)
+        return repr(value)  # inf, -inf and nan are TOML's spellings too
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))  # a TOML basic string is JSON-compatible
+    if isinstance(value, dict):
+        pairs = (f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{" + ", ".join(pairs) + "}"
+    return _toml_string(str(value))
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string. Not ``json.dumps``: JSON writes characters past
+    U+FFFF as surrogate pairs, which TOML refuses, and leaves DEL bare."""
+    return '"' + _TOML_ESCAPE.sub(_escape, text) + '"'
+
+
+_TOML_ESCAPE = re.compile(r'["\\\x00-\x1f\x7f]')
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return "\\" + char if char in '"\\' else f"\\u{ord(char):04x}"
 
 
 if __name__ == "__main__":  # pragma: no cover
