@@ -11,6 +11,8 @@ devices ack or lose frames, send call events, APNs answers, time passes.
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from typing import Any
 
 from gw_front import AOR, PEER, Front, make_front, request
@@ -199,5 +201,11 @@ def test_any_sequence_is_answered_and_forgotten(steps: list[tuple[Any, ...]]) ->
             assert (response.status == 100) == (
                 response.header("X-Push-Status") is None
             )
+    voip = Counter(
+        json.loads(n.payload)["callUUID"]
+        for n, _ in front.apns.pushes
+        if n.push_type.value == "voip"
+    )
+    assert all(count == 1 for count in voip.values())  # never a second for a call
     assert front.dispatcher.held_count == 0
     assert front.server.transactions == 0
