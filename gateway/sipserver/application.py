@@ -37,6 +37,7 @@ from gateway.store import Binding, DeviceStore
 
 __all__ = [
     "ALLOW",
+    "NO_PUSH_STATUS",
     "RequestObserver",
     "Responder",
     "SipApplication",
@@ -47,9 +48,10 @@ __all__ = [
 ALLOW = "INVITE, ACK, CANCEL, OPTIONS, REGISTER, MESSAGE"
 ACCEPT = "application/sdp, text/plain"
 MAX_REGISTER_EXPIRES = 86_400
-_NO_PUSH = ("X-Push-Status", "none")
 DEFAULT_REGISTER_EXPIRES = 3600
 _HEX = frozenset("0123456789abcdefABCDEF")
+# calls.md: every response to an INVITE after 100 says how the devices were reached.
+NO_PUSH_STATUS = ("X-Push-Status", "none")
 
 
 class Responder(Protocol):
@@ -251,7 +253,7 @@ class SipApplication:
         extra = [*headers, ("Server", self.settings.user_agent)]
         invite = request.method == "INVITE" and status > 100
         if invite and all(name != "X-Push-Status" for name, _ in extra):
-            extra.append(_NO_PUSH)
+            extra.append(NO_PUSH_STATUS)
         response = build_response(request, status, reason, to_tag=to_tag, headers=extra)
         try:
             self._responder.respond(key, response)

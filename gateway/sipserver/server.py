@@ -42,7 +42,7 @@ from gateway.sip import (
     parse_message,
     route_response,
 )
-from gateway.sipserver.application import SipApplication
+from gateway.sipserver.application import NO_PUSH_STATUS, SipApplication
 from gateway.sockets import no_delay
 
 __all__ = ["SipServer", "SipStreamFactory", "SipStreamProtocol", "SipUdpProtocol"]
@@ -56,7 +56,6 @@ TIMER_GAP_S = 0.01
 # Asked for on the UDP socket so that bursts (a busy reactor turn) queue in
 # the kernel instead of being dropped; Linux caps it at net.core.rmem_max.
 UDP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
-_NO_PUSH = (("X-Push-Status", "none"),)
 
 
 class SipServer:
@@ -129,10 +128,9 @@ class SipServer:
         connection: Hashable | None,
     ) -> None:
         self.stats["bad"] += 1
-        # calls.md: every response to an INVITE after 100 has X-Push-Status.
         invite = error.raw is not None and error.raw.start_line.startswith("INVITE ")
         response = build_error_response(
-            error, source=source, headers=_NO_PUSH if invite else ()
+            error, source=source, headers=(NO_PUSH_STATUS,) if invite else ()
         )
         route = (
             route_response(response.via[0], transport, connection)
