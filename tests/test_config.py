@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from gw_config import BASE, write_config_files
 from gw_example import EXAMPLE, example_in
 
 from gateway.cli import to_toml
@@ -15,24 +16,7 @@ from gateway.config import ConfigError, dump_config, load_config
 @pytest.fixture
 def cfgdir(tmp_path: Path) -> Path:
     """A directory with a cert pair, a private secret and a world-readable one."""
-    (tmp_path / "cert.pem").write_text("cert")
-    for name in ("key.pem", "secret", "auth.p8"):
-        (tmp_path / name).write_text("x" * 40)
-        (tmp_path / name).chmod(0o600)
-    (tmp_path / "open-secret").write_text("x" * 40)
-    (tmp_path / "open-secret").chmod(0o644)
-    (tmp_path / "adir").mkdir()
-    return tmp_path
-
-
-BASE = """
-[localpush]
-cert = "cert.pem"
-key = "key.pem"
-jwt_secret_file = "secret"
-[store]
-path = "db/voipgw.sqlite3"
-"""
+    return write_config_files(tmp_path)
 
 
 def _load(cfgdir: Path, text: str, env: dict[str, str] | None = None) -> Path:

@@ -11,21 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gw_config import BASE, write_config_files
 from gw_example import EXAMPLE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.cli import to_toml
 from gateway.config import ConfigError, dump_config, load_config
-
-BASE = """
-[localpush]
-cert = "cert.pem"
-key = "key.pem"
-jwt_secret_file = "secret"
-[store]
-path = "db"
-"""
 
 
 def _leaves(
@@ -63,13 +55,7 @@ _VALUES = st.recursive(
 
 @pytest.fixture(scope="module")
 def cfgdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("cfg")
-    (d / "cert.pem").write_text("cert")
-    for name in ("key.pem", "secret"):
-        (d / name).write_text("x" * 40)
-        (d / name).chmod(0o600)
-    (d / "db").mkdir()
-    return d
+    return write_config_files(tmp_path_factory.mktemp("cfg"))
 
 
 def _canon(data: dict[str, Any]) -> str:
