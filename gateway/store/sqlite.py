@@ -129,8 +129,12 @@ def _apply(conn: sqlite3.Connection, op: Op) -> None:
             conn.execute("DELETE FROM devices WHERE device_id=?", (device_id,))
             conn.execute("DELETE FROM messages WHERE device_id=?", (device_id,))
         case PutBinding(binding=b):
+            # A refresh keeps the binding's rowid, so its place in the load
+            # order, as it keeps its place in the registry's index.
             conn.execute(
-                "INSERT OR REPLACE INTO bindings VALUES (?,?,?,?,?)",
+                "INSERT INTO bindings VALUES (?,?,?,?,?) ON CONFLICT "
+                "(aor, provider, prid) DO UPDATE SET param=excluded.param, "
+                "expires_at=excluded.expires_at",
                 (b.aor, b.provider, b.prid, b.param, b.expires_at),
             )
         case DeleteBinding(key=(aor, provider, prid)):
@@ -139,10 +143,16 @@ def _apply(conn: sqlite3.Connection, op: Op) -> None:
                 (aor, provider, prid),
             )
         case PutMessage(message=m):
+            # An upsert, not INSERT OR REPLACE: a message stored again (the
+            # same id) keeps its place in the replay order, as in the
+            # registry's index; a replace would give it a new seq.
             conn.execute(
-                "INSERT OR REPLACE INTO messages (device_id, message_id, body, "
+                "INSERT INTO messages (device_id, message_id, body, "
                 "sender_handle, sender_display_name, sent_at, expires_at) "
-                "VALUES (?,?,?,?,?,?,?)",
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (device_id, message_id) DO "
+                "UPDATE SET body=excluded.body, sender_handle=excluded.sender_handle, "
+                "sender_display_name=excluded.sender_display_name, "
+                "sent_at=excluded.sent_at, expires_at=excluded.expires_at",
                 (
                     m.device_id,
                     m.message_id,
@@ -194,6 +204,10 @@ class SQLitePersister:
         self._closed: Deferred[None] | None = None
 
     def load(self) -> Snapshot:
+        """Everything, in the order the registry's index held it: a device
+        put again moves to the end (a new rowid, as in the index); a binding
+        or message stored again keeps its place (an upsert). Ring order and
+        message replay order thus survive a restart."""
         conn = self._conn
         devices = [
             Device(
@@ -203,13 +217,14 @@ class SQLitePersister:
             )
             for row in conn.execute(
                 "SELECT device_id, aors, voip_token, alert_token, topic, apns_env, "
-                "locale, app_version, last_seen FROM devices"
+                "locale, app_version, last_seen FROM devices ORDER BY rowid"
             )
         ]
         bindings = [
             Binding(*row)
             for row in conn.execute(
-                "SELECT aor, provider, prid, param, expires_at FROM bindings"
+                "SELECT aor, provider, prid, param, expires_at FROM bindings "
+                "ORDER BY rowid"
             )
         ]
         messages = [
