@@ -77,15 +77,38 @@ def resolve_targets(
         return found
     if aor is None:
         return found
-    for device in registry.devices_for_aor(aor):
-        found[device.device_id] = device
+    # One target per app install. A PushKit token is one app on one phone:
+    # of device records that share one (a reinstall that kept its token and
+    # left the old record behind) only the last seen rings, and a REGISTER
+    # binding for a token a device already has adds nothing. Otherwise the
+    # phone would get two VoIP pushes for one call, and iOS penalises an app
+    # for a VoIP push it does not report as a new call.
+    devices = registry.devices_for_aor(aor)
+    latest: dict[str, Device] = {}
+    for device in devices:
+        token = _key(device.voip_token)
+        if token and (
+            token not in latest or device.last_seen > latest[token].last_seen
+        ):
+            latest[token] = device
+    tokens: set[str] = set()
+    for device in devices:
+        token = _key(device.voip_token)
+        if not token or latest[token] is device:
+            found[device.device_id] = device
+            tokens.update((token, _key(device.alert_token)))
     for binding in registry.bindings_for_aor(aor, now):
         if binding.provider == "lpc":
             found.setdefault(binding.prid, registry.get_device(binding.prid))
-        elif binding.provider == "apns":
+        elif binding.provider == "apns" and _key(binding.prid) not in tokens:
             device = _apns_binding_device(aor, binding.prid, binding.param)
             found.setdefault(device.device_id, device)
     return found
+
+
+def _key(token: str | None) -> str:
+    """Tokens are hex: compared without case ("" for none)."""
+    return token.lower() if token else ""
 
 
 def _apns_binding_device(aor: str, token: str, param: str) -> Device:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred
 
-from gateway.apns import ApnsNotification, Outcome
+from gateway.apns import (
+    ApnsNotification,
+    Delivered,
+    Failed,
+    Outcome,
+    Retryable,
+    TokenRejected,
+)
 from gateway.localpush.frames import FrameSpec
 from gateway.localpush.hub import NO_SESSION, DeliveryResult
 
@@ -43,3 +50,12 @@ class FakeApns:
 
     def answer(self, index: int, outcome: Outcome) -> None:
         self.pushes[index][1].callback(outcome)
+
+
+# One of each class of APNs answer (for property tests).
+OUTCOMES = (
+    Delivered("apns-1"),
+    TokenRejected("Unregistered"),
+    Retryable("ServiceUnavailable", status=503),
+    Failed(400, "BadTopic"),
+)

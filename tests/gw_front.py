@@ -6,6 +6,9 @@ devices and APNs faked (gw_fakes), time on ``task.Clock``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import attrs
 from gw_fakes import FakeApns, FakeHub
 from twisted.internet.task import Clock
@@ -39,7 +42,7 @@ class CaptureUdp:
 class Front:
     clock: Clock
     registry: Registry
-    hub: FakeHub
+    hub: Any  # FakeHub, or a real Hub
     apns: FakeApns
     dispatcher: Dispatcher
     app: SipApplication
@@ -65,14 +68,15 @@ class Front:
         return [r.status for r in self.responses()]
 
 
-def make_front() -> Front:
-    """A SIP front over fakes, on a clock at 1000 s."""
+def make_front(hub_for: Callable[[Clock, Registry], Any] | None = None) -> Front:
+    """A SIP front over fakes, on a clock at 1000 s; ``hub_for`` builds a real
+    hub instead of the fake one (the dispatcher then listens to it)."""
     clock = Clock()
     clock.advance(1000)
     registry = Registry(MemoryPersister(), clock)
     registry.load()
     registry.put_device(Device("phone", (AOR,), "aa" * 32, "bb" * 32, "com.x"))
-    hub, apns = FakeHub(), FakeApns()
+    hub, apns = (hub_for(clock, registry) if hub_for else FakeHub()), FakeApns()
     dispatcher = Dispatcher(
         clock,
         registry,
@@ -80,6 +84,8 @@ def make_front() -> Front:
         apns,
         DispatcherSettings(ring_timeout_s=30, bundle_id="com.x"),
     )
+    if hub_for is not None:
+        hub.add_listener(dispatcher)
     messenger = Messenger(
         clock, registry, hub, apns, ttl_s=600, ack_timeout_s=3, bundle_id="com.x"
     )

@@ -15,120 +15,23 @@ import json
 from collections import Counter
 from typing import Any
 
-from gw_front import AOR, PEER, Front, make_front, request
+from gw_fakes import OUTCOMES
+from gw_front import PEER, Front, make_front
+from gw_sipgen import sip_requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.logger import capturedLogs
 
-from gateway.apns import Delivered, Failed, Retryable, TokenRejected
+from gateway.apns import Delivered
 from gateway.sip import Response, parse_message
 
-_METHODS = (
-    "INVITE",
-    "CANCEL",
-    "ACK",
-    "OPTIONS",
-    "REGISTER",
-    "MESSAGE",
-    "BYE",
-    "INFO",
-    "PRACK",
-    "SUBSCRIBE",
-    "PUBLISH",
-    "FOO",
-)
-_URIS = (
-    AOR,
-    "sip:nobody@example.com",
-    "sip:gw@127.0.0.1",
-    "sips:bob@example.com",
-    "sip:bob@example.com;transport=tcp",
-    "tel:+4930123",
-    "sip:%62ob@example.com",
-)
-_HEADERS = (
-    'Reason: SIP;cause=200;text="Call completed elsewhere"',
-    "Reason: SIP;cause=600",
-    "Reason: SIP;cause=603, Q.850;cause=16",
-    "Reason: Q.850;cause=16",
-    "Reason: SIP;cause=abc",
-    "Reason: garbage",
-    "Contact: <sip:bob@10.0.0.1;pn-provider=apns;pn-prid="
-    + "ab" * 32
-    + ";pn-param=TEAMID.com.x.voip>;expires=600",
-    "Contact: <sip:bob@10.0.0.2;pn-provider=lpc;pn-prid=phone>",
-    "Contact: <sip:bob@10.0.0.1;pn-provider=apns;pn-prid=zz>",
-    "Contact: <sip:bob@10.0.0.1;pn-provider=fcm;pn-prid=x>;expires=0",
-    "Contact: <sip:bob@10.0.0.1>",
-    "Contact: *",
-    "Contact: <sip:a@b>, <sip:c@d>;expires=5",
-    "Expires: 0",
-    "Expires: 20",
-    "Expires: -1",
-    "Expires: 99999999999999",
-    "Content-Type: text/plain",
-    "Content-Type: application/sdp",
-    "Content-Type: message/cpim",
-    "Content-Type: text/plain;charset=latin-1",
-    "X-Customer-Id: 42",
-    "X-Long: " + "x" * 300,
-    'P-Asserted-Identity: "Alice" <sip:+4930999@core.example.com>',
-    "P-Asserted-Identity: <tel:+4930999>",
-    "P-Asserted-Identity: nonsense <",
-    "Require: 100rel",
-    "Supported: timer, 100rel",
-    "Max-Forwards: 0",
-    "Subject: hello",
-    "Priority: emergency",
-)
-_BODIES = (b"", b"hello", "grüße".encode(), b"\xff\xfe\x00", b"v=0\r\n" * 40)
-
-
-def _request() -> st.SearchStrategy[bytes]:
-    header = st.one_of(
-        st.sampled_from(_HEADERS),
-        st.builds(
-            "{}: {}".format,
-            st.sampled_from(("Reason", "Contact", "Expires", "X-Any", "From")),
-            st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF), max_size=40),
-        ),
-    )
-    return st.builds(
-        lambda method, uri, branch, call_id, cseq, headers, body, tagged: request(
-            method,
-            uri,
-            branch=f"z9hG4bK-{branch}",
-            call_id=f"c{call_id}@test",
-            cseq=cseq,
-            headers="".join(
-                h.replace("\r", "").replace("\n", "") + "\r\n" for h in headers
-            ),
-            body=body,
-            to=f"<{uri}>;tag=t1" if tagged else None,
-        ),
-        st.sampled_from(_METHODS),
-        st.sampled_from(_URIS),
-        st.integers(0, 3),
-        st.integers(0, 3),
-        st.integers(0, 3),
-        st.lists(header, max_size=4),
-        st.sampled_from(_BODIES),
-        st.booleans(),
-    )
-
-
-_OUTCOMES = (
-    Delivered("apns-1"),
-    TokenRejected("Unregistered"),
-    Retryable("ServiceUnavailable", status=503),
-    Failed(400, "BadTopic"),
-)
-
 _STEP = st.one_of(
-    st.tuples(st.just("sip"), _request(), st.sampled_from((PEER, ("192.0.2.9", 5060)))),
+    st.tuples(
+        st.just("sip"), sip_requests(), st.sampled_from((PEER, ("192.0.2.9", 5060)))
+    ),
     st.tuples(st.just("online"), st.booleans()),
     st.tuples(st.just("hub"), st.integers(0, 7), st.booleans()),
-    st.tuples(st.just("apns"), st.integers(0, 7), st.sampled_from(_OUTCOMES)),
+    st.tuples(st.just("apns"), st.integers(0, 7), st.sampled_from(OUTCOMES)),
     st.tuples(
         st.just("event"),
         st.integers(0, 3),
@@ -202,10 +105,10 @@ def test_any_sequence_is_answered_and_forgotten(steps: list[tuple[Any, ...]]) ->
                 response.header("X-Push-Status") is None
             )
     voip = Counter(
-        json.loads(n.payload)["callUUID"]
+        (json.loads(n.payload)["callUUID"], n.device_token)
         for n, _ in front.apns.pushes
         if n.push_type.value == "voip"
     )
-    assert all(count == 1 for count in voip.values())  # never a second for a call
+    assert all(count == 1 for count in voip.values())  # one per call and device
     assert front.dispatcher.held_count == 0
     assert front.server.transactions == 0

@@ -93,9 +93,7 @@ def _state(r: Registry) -> Any:
     )
 
 
-@settings(
-    max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_OPS, max_size=25))
 def test_a_restart_reads_back_what_was_held(ops: list[tuple[Any, ...]]) -> None:
     clock = Clock()

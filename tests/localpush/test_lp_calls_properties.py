@@ -1,0 +1,192 @@
+"""Calls end to end without sockets: the SIP front, the dispatcher, the real
+hub and device sessions over StringTransport, APNs faked. A core sends
+anything; devices connect, ack, decline, answer, vanish and come back (resume
+replay) in any order. Nothing fails, devices only get well-formed frames,
+no call gets a second VoIP push, and once everyone is gone and the timers
+have run, no call, transaction, session or timer is left.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from gw_fakes import OUTCOMES
+from gw_front import PEER, Front, make_front, request
+from gw_sipgen import sip_requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import event as record
+from hypothesis import strategies as st
+from lp_helpers import SECRET, Transport, counter_ids, frames_of, hello, wire
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
+
+from gateway.apns import Delivered
+from gateway.directory import RegistryDirectory
+from gateway.localpush.hub import Hub
+from gateway.localpush.server import LocalPushFactory
+from gateway.localpush.session import SessionSettings
+from gateway.store import Registry
+
+DEVICES = ("phone", "ipad")
+FRAME_TYPES = {"welcome", "pong", "ping", "error", "goaway", "call", "call_cancel"}
+FRAME_TYPES |= {"message"}
+
+_REASONS = (
+    "",
+    'Reason: SIP;cause=200;text="elsewhere"\r\n',
+    "Reason: SIP;cause=603\r\n",
+)
+# Good INVITEs and the CANCELs that match them, next to anything at all.
+_CALL = st.builds(
+    lambda n: request("INVITE", branch=f"z9hG4bK-i{n}", call_id=f"i{n}"),
+    st.integers(0, 3),
+)
+_CANCEL = st.builds(
+    lambda n, why: request(
+        "CANCEL", branch=f"z9hG4bK-i{n}", call_id=f"i{n}", headers=why
+    ),
+    st.integers(0, 3),
+    st.sampled_from(_REASONS),
+)
+_STEP = st.one_of(
+    st.tuples(st.just("sip"), sip_requests()),
+    st.tuples(st.just("sip"), _CALL),
+    st.tuples(st.just("sip"), _CALL),
+    st.tuples(st.just("sip"), _CANCEL),
+    st.tuples(st.just("connect"), st.sampled_from(DEVICES)),
+    st.tuples(st.just("ack"), st.integers(0, 3)),
+    st.tuples(st.just("ack"), st.integers(0, 3)),
+    st.tuples(
+        st.just("event"),
+        st.integers(0, 3),
+        st.sampled_from(("answered", "declined", "ringing")),
+    ),
+    st.tuples(st.just("lose"), st.integers(0, 3)),
+    st.tuples(st.just("apns"), st.integers(0, 7), st.sampled_from(OUTCOMES)),
+    st.tuples(st.just("time"), st.sampled_from((0.5, 3.5, 32.0))),
+)
+
+
+class Conn:
+    """A device connection and what it was sent."""
+
+    def __init__(self, factory: LocalPushFactory, device_id: str, now: float) -> None:
+        peer = IPv4Address("TCP", "192.0.2.7", 50000)
+        self.proto = factory.buildProtocol(peer)
+        self.tr = Transport(peerAddress=peer)
+        self.proto.makeConnection(self.tr)
+        self.frames: list[dict[str, Any]] = []
+        self.acked: set[str] = set()
+        self.lost = False
+        self.proto.dataReceived(wire(hello(device_id, now=now)))
+
+    def drain(self) -> None:
+        new = frames_of(self.tr.value())
+        self.tr.clear()
+        for frame in new:
+            assert frame.get("type") in FRAME_TYPES, frame
+        self.frames += new
+
+    def send(self, obj: dict[str, Any]) -> None:
+        if not self.lost:
+            self.proto.dataReceived(wire(obj))
+
+    def ack_all(self) -> None:
+        for frame in self.frames:
+            kind = frame["type"]
+            if (
+                kind in ("call", "call_cancel", "message")
+                and frame["id"] not in self.acked
+            ):
+                self.acked.add(frame["id"])
+                self.send({"type": "ack", "id": frame["id"]})
+
+    def lose(self) -> None:
+        if not self.lost:
+            self.lost = True
+            self.proto.connectionLost()
+
+
+def _real_hub(clock: Clock, registry: Registry) -> Hub:
+    return Hub(clock, RegistryDirectory(registry))
+
+
+def _apply(
+    front: Front, factory: LocalPushFactory, conns: list[Conn], step: tuple[Any, ...]
+) -> None:
+    kind = step[0]
+    if kind == "sip":
+        front.send(step[1], PEER)
+    elif kind == "connect":
+        conns.append(Conn(factory, step[1], front.clock.seconds()))
+    elif kind == "apns":
+        pending = [i for i, (_, d) in enumerate(front.apns.pushes) if not d.called]
+        if pending:
+            front.apns.answer(pending[step[1] % len(pending)], step[2])
+    elif kind == "time":
+        front.clock.advance(step[1])
+    elif conns:
+        conn = conns[step[1] % len(conns)]
+        if kind == "ack":
+            conn.ack_all()
+        elif kind == "event":
+            calls = [f["call_id"] for f in conn.frames if f["type"] == "call"]
+            if calls:
+                conn.send(
+                    {"type": "call_event", "call_id": calls[-1], "event": step[2]}
+                )
+        else:
+            conn.lose()
+    for conn in conns:
+        conn.drain()
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.lists(_STEP, max_size=30))
+def test_calls_with_real_sessions_end_cleanly(steps: list[tuple[Any, ...]]) -> None:
+    front = make_front(_real_hub)
+    factory = LocalPushFactory(
+        settings=SessionSettings(ack_timeout_s=3, heartbeat_s=30),
+        secret=SECRET,
+        hub=front.hub,
+        clock=front.clock,
+        id_factory=counter_ids(),
+    )
+    conns: list[Conn] = []
+    with capturedLogs() as events:
+        for step in steps:
+            _apply(front, factory, conns, step)
+        for conn in conns:
+            conn.lose()
+        for _ in range(10):
+            open_apns = [
+                i for i, (_, d) in enumerate(front.apns.pushes) if not d.called
+            ]
+            for i in open_apns:
+                front.apns.answer(i, Delivered("late"))
+        for _ in range(30):
+            front.clock.advance(30)
+    assert [e for e in events if "log_failure" in e] == []
+    for response in front.responses():
+        if response.cseq is not None and response.cseq.method == "INVITE":
+            record(f"INVITE {response.status}")  # --hypothesis-show-statistics
+    for conn in conns:
+        for frame in conn.frames:
+            record(f"frame {frame['type']}")
+    voip = Counter(
+        (json.loads(n.payload)["callUUID"], n.device_token)
+        for n, _ in front.apns.pushes
+        if n.push_type.value == "voip"
+    )
+    assert all(count == 1 for count in voip.values())
+    assert front.dispatcher.held_count == 0
+    assert front.server.transactions == 0
+    assert front.hub.online_count == 0
+    assert front.clock.getDelayedCalls() == []
