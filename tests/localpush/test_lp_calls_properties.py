@@ -1,9 +1,11 @@
-"""Calls end to end without sockets: the SIP front, the dispatcher, the real
-hub and device sessions over StringTransport, APNs faked. A core sends
-anything; devices connect, ack, decline, answer, vanish and come back (resume
-replay) in any order. Nothing fails, devices only get well-formed frames,
-no call gets a second VoIP push, and once everyone is gone and the timers
-have run, no call, transaction, session or timer is left.
+"""Calls and messages end to end without sockets: the SIP front, the
+dispatcher, the messenger, the real hub and device sessions over
+StringTransport, APNs faked. A core sends anything; devices connect, ack,
+decline, answer, vanish and come back (resume replay) in any order. Nothing
+fails, devices only get well-formed frames, no call pushes one device twice,
+a message goes once per session and is forgotten once acked in time, and
+once everyone is gone and the timers have run, no call, transaction,
+session or timer is left.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from gw_fakes import OUTCOMES
 from gw_front import PEER, Front, make_front, request
 from gw_sipgen import sip_requests
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import event as record
 from hypothesis import strategies as st
 from lp_helpers import SECRET, Transport, counter_ids, frames_of, hello, wire
@@ -33,6 +35,8 @@ from gateway.store import Registry
 DEVICES = ("phone", "ipad")
 FRAME_TYPES = {"welcome", "pong", "ping", "error", "goaway", "call", "call_cancel"}
 FRAME_TYPES |= {"message"}
+ACKED = ("call", "call_cancel", "message")
+ACK_TIMEOUT_S = 3.0
 
 _REASONS = (
     "",
@@ -51,8 +55,19 @@ _CANCEL = st.builds(
     st.integers(0, 3),
     st.sampled_from(_REASONS),
 )
+_MESSAGE = st.builds(
+    lambda n: request(
+        "MESSAGE",
+        branch=f"z9hG4bK-m{n}",
+        call_id=f"m{n}",
+        headers="Content-Type: text/plain\r\n",
+        body=b"hello",
+    ),
+    st.integers(0, 3),
+)
 _STEP = st.one_of(
     st.tuples(st.just("sip"), sip_requests()),
+    st.tuples(st.just("sip"), _MESSAGE),
     st.tuples(st.just("sip"), _CALL),
     st.tuples(st.just("sip"), _CALL),
     st.tuples(st.just("sip"), _CANCEL),
@@ -71,23 +86,32 @@ _STEP = st.one_of(
 
 
 class Conn:
-    """A device connection and what it was sent."""
+    """A device connection, what it was sent, and which of its acks count:
+    those sent on the live session within the ack timeout (localpush.md:
+    a late ack, or one on a replaced session, is ignored)."""
 
-    def __init__(self, factory: LocalPushFactory, device_id: str, now: float) -> None:
+    def __init__(self, front: Front, factory: LocalPushFactory, device_id: str) -> None:
         peer = IPv4Address("TCP", "192.0.2.7", 50000)
+        self.clock = front.clock
         self.proto = factory.buildProtocol(peer)
         self.tr = Transport(peerAddress=peer)
         self.proto.makeConnection(self.tr)
         self.frames: list[dict[str, Any]] = []
+        self.arrived: dict[str, float] = {}
         self.acked: set[str] = set()
+        self.counted: set[str] = set()
+        self.live = True  # neither lost nor replaced
         self.lost = False
-        self.proto.dataReceived(wire(hello(device_id, now=now)))
+        self.device_id = device_id
+        self.proto.dataReceived(wire(hello(device_id, now=self.clock.seconds())))
 
     def drain(self) -> None:
         new = frames_of(self.tr.value())
         self.tr.clear()
         for frame in new:
             assert frame.get("type") in FRAME_TYPES, frame
+            if "id" in frame:
+                self.arrived.setdefault(frame["id"], self.clock.seconds())
         self.frames += new
 
     def send(self, obj: dict[str, Any]) -> None:
@@ -95,16 +119,19 @@ class Conn:
             self.proto.dataReceived(wire(obj))
 
     def ack_all(self) -> None:
+        if self.lost:
+            return
+        now = self.clock.seconds()
         for frame in self.frames:
-            kind = frame["type"]
-            if (
-                kind in ("call", "call_cancel", "message")
-                and frame["id"] not in self.acked
-            ):
-                self.acked.add(frame["id"])
-                self.send({"type": "ack", "id": frame["id"]})
+            frame_id = frame.get("id")
+            if frame["type"] in ACKED and frame_id not in self.acked:
+                self.acked.add(frame_id)
+                if self.live and now - self.arrived[frame_id] < ACK_TIMEOUT_S:
+                    self.counted.add(frame_id)
+                self.send({"type": "ack", "id": frame_id})
 
     def lose(self) -> None:
+        self.live = False
         if not self.lost:
             self.lost = True
             self.proto.connectionLost()
@@ -121,7 +148,10 @@ def _apply(
     if kind == "sip":
         front.send(step[1], PEER)
     elif kind == "connect":
-        conns.append(Conn(factory, step[1], front.clock.seconds()))
+        for conn in conns:
+            if conn.device_id == step[1]:
+                conn.live = False  # the new session replaces it
+        conns.append(Conn(front, factory, step[1]))
     elif kind == "apns":
         pending = [i for i, (_, d) in enumerate(front.apns.pushes) if not d.called]
         if pending:
@@ -153,17 +183,29 @@ def _apply(
 def test_calls_with_real_sessions_end_cleanly(steps: list[tuple[Any, ...]]) -> None:
     front = make_front(_real_hub)
     factory = LocalPushFactory(
-        settings=SessionSettings(ack_timeout_s=3, heartbeat_s=30),
+        settings=SessionSettings(ack_timeout_s=ACK_TIMEOUT_S, heartbeat_s=30),
         secret=SECRET,
         hub=front.hub,
         clock=front.clock,
         id_factory=counter_ids(),
     )
     conns: list[Conn] = []
+    note(repr([s if s[0] != "sip" else ("sip", s[1][:30]) for s in steps]))
     with capturedLogs() as events:
         for step in steps:
             _apply(front, factory, conns, step)
         for conn in conns:
+            sent = [f["message_id"] for f in conn.frames if f["type"] == "message"]
+            assert len(sent) == len(set(sent))  # once per session
+            acked = {
+                f["message_id"]
+                for f in conn.frames
+                if f["type"] == "message" and f["id"] in conn.counted
+            }
+            pending = front.registry.pending_messages(
+                conn.device_id, front.clock.seconds()
+            )
+            assert not acked & {m.message_id for m in pending}  # acked is gone
             conn.lose()
         for _ in range(10):
             open_apns = [
