@@ -7,17 +7,31 @@ headers, and how the body ends), an exception (transport failure), or
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from typing import Literal, TypeVar
 
 import attrs
+from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IProtocol
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
+
+from gateway.apns import (
+    ApnsClient,
+    ApnsNotification,
+    ApnsSettings,
+    Environment,
+    Outcome,
+    PushType,
+    TokenAuth,
+    topic_for,
+)
 
 PENDING: Literal["pending"] = "pending"
 T = TypeVar("T")
@@ -190,3 +204,50 @@ def failure_of(d: Deferred[object]) -> Failure:
     assert results, "Deferred has not fired"
     assert isinstance(results[0], Failure), f"succeeded with {results[0]!r}"
     return results[0]
+
+
+START = 1_800_000_000.0
+TOKEN = "0123456789abcdef" * 4
+KID = "ABC123DEFG"
+TEAM = "DEF123GHIJ"
+PAYLOAD = b'{"aps":{},"callUUID":"c1"}'
+
+
+def error_body(reason: str) -> bytes:
+    return json.dumps({"reason": reason}).encode()
+
+
+class Harness:
+    """A client wired to a fake agent, a clock and a rejection recorder."""
+
+    def __init__(self, jitter: float = 1.0, **settings: object) -> None:
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.auth = TokenAuth(self.clock, self.key, key_id=KID, team_id=TEAM)
+        self.agent = FakeAgent(self.clock)
+        self.rejected: list[tuple[str, str]] = []
+        self.settings = ApnsSettings(**settings)  # type: ignore[arg-type]
+        self.client = ApnsClient(
+            self.clock,
+            self.agent,
+            self.auth,
+            self.settings,
+            on_token_rejected=lambda t, r: self.rejected.append((t, r)),
+            jitter=lambda: jitter,
+        )
+
+    def notification(self, **kw: object) -> ApnsNotification:
+        args: dict[str, object] = {
+            "device_token": TOKEN,
+            "environment": Environment.PRODUCTION,
+            "push_type": PushType.VOIP,
+            "topic": topic_for("com.example.phone", PushType.VOIP),
+            "payload": PAYLOAD,
+            "deadline": START + 30,
+        }
+        args.update(kw)
+        return ApnsNotification(**args)  # type: ignore[arg-type]
+
+    def push(self, **kw: object) -> Deferred[Outcome]:
+        return self.client.push(self.notification(**kw))

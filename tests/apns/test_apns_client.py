@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import gc
-import json
 from collections.abc import Iterator
 
 import jwt
 import pytest
-from apns_fakes import PENDING, FakeAgent, Reply, failure_of, success_of
-from cryptography.hazmat.primitives.asymmetric import ec
+from apns_fakes import (
+    PAYLOAD,
+    PENDING,
+    START,
+    TEAM,
+    TOKEN,
+    FakeAgent,
+    Harness,
+    Reply,
+    error_body,
+    failure_of,
+    success_of,
+)
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectionLost
-from twisted.internet.task import Clock
 from twisted.logger import LogEvent, capturedLogs
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseNeverReceived
 
 from gateway.apns import (
-    ApnsClient,
-    ApnsNotification,
     ApnsSettings,
     Delivered,
     Environment,
@@ -29,56 +36,9 @@ from gateway.apns import (
     Overloaded,
     PushType,
     Retryable,
-    TokenAuth,
     TokenRejected,
     topic_for,
 )
-
-START = 1_800_000_000.0
-TOKEN = "0123456789abcdef" * 4
-KID = "ABC123DEFG"
-TEAM = "DEF123GHIJ"
-PAYLOAD = b'{"aps":{},"callUUID":"c1"}'
-
-
-def _body(reason: str) -> bytes:
-    return json.dumps({"reason": reason}).encode()
-
-
-class Harness:
-    """A client wired to a fake agent, a clock and a rejection recorder."""
-
-    def __init__(self, jitter: float = 1.0, **settings: object) -> None:
-        self.clock = Clock()
-        self.clock.advance(START)
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.auth = TokenAuth(self.clock, self.key, key_id=KID, team_id=TEAM)
-        self.agent = FakeAgent(self.clock)
-        self.rejected: list[tuple[str, str]] = []
-        self.settings = ApnsSettings(**settings)  # type: ignore[arg-type]
-        self.client = ApnsClient(
-            self.clock,
-            self.agent,
-            self.auth,
-            self.settings,
-            on_token_rejected=lambda t, r: self.rejected.append((t, r)),
-            jitter=lambda: jitter,
-        )
-
-    def notification(self, **kw: object) -> ApnsNotification:
-        args: dict[str, object] = {
-            "device_token": TOKEN,
-            "environment": Environment.PRODUCTION,
-            "push_type": PushType.VOIP,
-            "topic": topic_for("com.example.phone", PushType.VOIP),
-            "payload": PAYLOAD,
-            "deadline": START + 30,
-        }
-        args.update(kw)
-        return ApnsNotification(**args)  # type: ignore[arg-type]
-
-    def push(self, **kw: object) -> Deferred[Outcome]:
-        return self.client.push(self.notification(**kw))
 
 
 @pytest.fixture(autouse=True)
@@ -221,7 +181,7 @@ def test_delivered_does_not_wait_for_a_200_body(h: Harness) -> None:
 )
 def test_token_rejected_calls_back(h: Harness, status: int, reason: str) -> None:
     """Dead tokens end as TokenRejected and the registry callback gets the token."""
-    h.agent.script(Reply(status, _body(reason)))
+    h.agent.script(Reply(status, error_body(reason)))
     outcome = success_of(h.push())
     assert isinstance(outcome, TokenRejected)
     assert outcome.reason == reason
@@ -240,7 +200,7 @@ def test_failing_token_callback_does_not_hang_the_push(
         raise RuntimeError("registry down")
 
     h.client._on_token_rejected = boom
-    h.agent.script(Reply(410, _body("Unregistered")))
+    h.agent.script(Reply(410, error_body("Unregistered")))
     assert isinstance(success_of(h.push()), TokenRejected)
     failures = [e for e in log_events if "log_failure" in e]
     assert len(failures) == 1
@@ -260,7 +220,7 @@ def test_retryable_retried_with_same_apns_id(
     h: Harness, status: int, reason: str
 ) -> None:
     """429/500/503 are retried after the backoff with the same apns-id."""
-    h.agent.script(Reply(status, _body(reason)), Reply(200))
+    h.agent.script(Reply(status, error_body(reason)), Reply(200))
     n = h.notification()
     d = h.client.push(n)
     assert not d.called
@@ -278,7 +238,7 @@ def test_retryable_retried_with_same_apns_id(
 def test_backoff_is_exponential_and_stops_before_the_deadline() -> None:
     """Delays double up to the cap; no attempt is scheduled past the deadline."""
     h = Harness(retry_base_s=1.0, retry_max_s=4.0, max_attempts=100)
-    h.agent.default = Reply(503, _body("ServiceUnavailable"))
+    h.agent.default = Reply(503, error_body("ServiceUnavailable"))
     d = h.push(deadline=START + 16)
     h.clock.pump([0.5] * 40)
     times = [r.at - START for r in h.agent.requests]
@@ -291,7 +251,7 @@ def test_backoff_is_exponential_and_stops_before_the_deadline() -> None:
 def test_jitter_spreads_delays_down_to_half() -> None:
     """With the lowest jitter draw the delay is half the exponential ceiling."""
     h = Harness(jitter=0.0)
-    h.agent.script(Reply(503, _body("ServiceUnavailable")), Reply(200))
+    h.agent.script(Reply(503, error_body("ServiceUnavailable")), Reply(200))
     d = h.push()
     h.clock.advance(0.25)
     assert isinstance(success_of(d), Delivered)
@@ -301,7 +261,7 @@ def test_each_attempt_gets_its_own_headers() -> None:
     """What one request's wrappers do to its headers does not reach the retry,
     and the retry carries the same fields."""
     h = Harness(jitter=0.0)
-    h.agent.script(Reply(503, _body("ServiceUnavailable")), Reply(200))
+    h.agent.script(Reply(503, error_body("ServiceUnavailable")), Reply(200))
     d = h.push()
     first = h.agent.requests[0]
     before = [(k, list(v)) for k, v in first.headers.getAllRawHeaders()]
@@ -318,7 +278,7 @@ def test_each_attempt_gets_its_own_headers() -> None:
 def test_max_attempts_caps_retries() -> None:
     """Attempts stop at max_attempts even with time left (STYLE rule 15)."""
     h = Harness(max_attempts=3, retry_base_s=0.1)
-    h.agent.default = Reply(500, _body("InternalServerError"))
+    h.agent.default = Reply(500, error_body("InternalServerError"))
     d = h.push()
     h.clock.pump([0.1] * 100)
     assert len(h.agent.requests) == 3
@@ -328,7 +288,7 @@ def test_max_attempts_caps_retries() -> None:
 def test_retry_after_is_honoured(h: Harness) -> None:
     """A Retry-After longer than the backoff sets the next attempt's time."""
     h.agent.script(
-        Reply(503, _body("ServiceUnavailable"), headers={b"retry-after": [b"5"]}),
+        Reply(503, error_body("ServiceUnavailable"), headers={b"retry-after": [b"5"]}),
         Reply(200),
     )
     d = h.push()
@@ -341,7 +301,7 @@ def test_retry_after_is_honoured(h: Harness) -> None:
 def test_retry_after_past_deadline_ends_now(h: Harness) -> None:
     """A Retry-After beyond the deadline ends the push at once, Retryable."""
     h.agent.script(
-        Reply(429, _body("TooManyRequests"), headers={b"retry-after": [b"60"]})
+        Reply(429, error_body("TooManyRequests"), headers={b"retry-after": [b"60"]})
     )
     assert success_of(h.push()) == Retryable(
         "TooManyRequests", retry_after=60.0, status=429
@@ -354,7 +314,7 @@ def test_expired_provider_token_mints_new_token_and_retries(h: Harness) -> None:
     h.agent.script(Reply(200))
     success_of(h.push())
     h.clock.advance(25 * 60)
-    h.agent.script(Reply(403, _body("ExpiredProviderToken")), Reply(200))
+    h.agent.script(Reply(403, error_body("ExpiredProviderToken")), Reply(200))
     assert isinstance(success_of(h.push(deadline=h.clock.seconds() + 30)), Delivered)
     _, stale, fresh = h.agent.requests
     assert stale.header(b"authorization") != fresh.header(b"authorization")
@@ -369,7 +329,7 @@ def test_expired_provider_token_retried_only_once(h: Harness) -> None:
     h.agent.script(Reply(200))
     success_of(h.push())
     h.clock.advance(25 * 60)
-    h.agent.default = Reply(403, _body("ExpiredProviderToken"))
+    h.agent.default = Reply(403, error_body("ExpiredProviderToken"))
     outcome = success_of(h.push(deadline=h.clock.seconds() + 30))
     assert outcome == Failed(403, "ExpiredProviderToken")
     assert len(h.agent.requests) == 3
@@ -377,7 +337,7 @@ def test_expired_provider_token_retried_only_once(h: Harness) -> None:
 
 def test_expired_provider_token_not_reminted_within_20_minutes(h: Harness) -> None:
     """A young JWT is not replaced (TooManyProviderTokenUpdates); the push fails."""
-    h.agent.script(Reply(403, _body("ExpiredProviderToken")))
+    h.agent.script(Reply(403, error_body("ExpiredProviderToken")))
     assert success_of(h.push()) == Failed(403, "ExpiredProviderToken")
     assert len(h.agent.requests) == 1
     assert h.auth.generations == 1
@@ -389,7 +349,7 @@ def test_expired_provider_token_not_reminted_within_20_minutes(h: Harness) -> No
 )
 def test_permanent_failures_not_retried(h: Harness, status: int, reason: str) -> None:
     """Everything else is Failed at once: no retry, no token removal."""
-    h.agent.script(Reply(status, _body(reason)))
+    h.agent.script(Reply(status, error_body(reason)))
     assert success_of(h.push()) == Failed(status, reason)
     assert len(h.agent.requests) == 1
     assert h.rejected == []
@@ -470,7 +430,7 @@ def test_non_json_body(h: Harness) -> None:
 def test_error_body_that_never_ends_times_out_into_its_status() -> None:
     """Status arrived but the body hangs: at the timeout the status decides."""
     h = Harness(request_timeout_s=3.0)
-    h.agent.script(Reply(400, _body("BadTopic"), end="never"))
+    h.agent.script(Reply(400, error_body("BadTopic"), end="never"))
     d = h.push()
     assert not d.called
     h.clock.advance(3)
@@ -549,7 +509,7 @@ def test_cancel_queued() -> None:
 
 def test_cancel_during_backoff(h: Harness) -> None:
     """Cancelling while waiting to retry stops the retry timer."""
-    h.agent.script(Reply(503, _body("ServiceUnavailable")))
+    h.agent.script(Reply(503, error_body("ServiceUnavailable")))
     d = h.push()
     d.cancel()
     assert failure_of(d).check(CancelledError)
@@ -573,7 +533,9 @@ def test_cancelled_slot_starts_the_next_push() -> None:
 def test_logs_never_carry_the_full_device_token(log_events: list[LogEvent]) -> None:
     """Rule 13: logged events name tokens by a short prefix only."""
     h = Harness()
-    h.agent.script(Reply(410, _body("Unregistered")), Reply(503, b""), Reply(400, b""))
+    h.agent.script(
+        Reply(410, error_body("Unregistered")), Reply(503, b""), Reply(400, b"")
+    )
     success_of(h.push())
     h.push(deadline=START + 0.1)
     h.clock.advance(1)
@@ -645,7 +607,7 @@ def test_close_with_grace_fires_early_when_all_done() -> None:
 
 def test_close_during_backoff_and_when_idle(h: Harness) -> None:
     """A push waiting to retry ends at close; an idle client closes at once."""
-    h.agent.script(Reply(503, _body("ServiceUnavailable")))
+    h.agent.script(Reply(503, error_body("ServiceUnavailable")))
     d = h.push()
     success_of(h.client.close())
     assert success_of(d) == Retryable("Shutdown")
@@ -682,7 +644,7 @@ def test_timeout_with_agent_specific_error_is_a_timeout() -> None:
 def test_configured_expiration_applies_once_per_push() -> None:
     """expiration None takes settings.expiration_s from the first send; retries keep it."""
     h = Harness(expiration_s=5)
-    h.agent.script(Reply(503, _body("ServiceUnavailable")), Reply(200))
+    h.agent.script(Reply(503, error_body("ServiceUnavailable")), Reply(200))
     d = h.push()
     h.clock.advance(0.5)
     assert isinstance(success_of(d), Delivered)
@@ -757,7 +719,7 @@ def test_delivered_pushes_are_logged_only_when_debug_is_configured(
     from gateway import logging as gwlog
     from gateway.config import LogConfig
 
-    h.agent.script(Reply(200), Reply(400, _body("BadTopic")), Reply(200))
+    h.agent.script(Reply(200), Reply(400, error_body("BadTopic")), Reply(200))
     assert isinstance(success_of(h.push()), Delivered)
     assert isinstance(success_of(h.push()), Failed)
     quiet = _outcome_lines(log_events)
