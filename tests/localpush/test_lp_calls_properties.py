@@ -5,8 +5,7 @@ decline, answer, vanish and come back (resume replay) in any order. Nothing
 fails, devices only get well-formed frames, no call pushes one device twice,
 a message goes once per session and is forgotten once acked in time, and
 once everyone is gone and the timers have run (a graceful stop may come
-at any point), no call, transaction,
-session or timer is left.
+at any point), no call, transaction, session or timer is left.
 """
 
 from __future__ import annotations
