@@ -83,6 +83,8 @@ _STEP = st.one_of(
     st.tuples(st.just("apns"), st.integers(0, 7), st.sampled_from(OUTCOMES)),
     st.tuples(st.just("time"), st.sampled_from((0.5, 3.5, 32.0))),
     st.just(("shutdown",)),
+    st.tuples(st.just("forget"), st.sampled_from(DEVICES)),  # API DELETE
+    st.tuples(st.just("untoken"), st.sampled_from(("aa" * 32, "AB" * 32))),
 )
 
 
@@ -160,6 +162,10 @@ def _apply(
             front.apns.answer(pending[step[1] % len(pending)], step[2])
     elif kind == "time":
         front.clock.advance(step[1])
+    elif kind == "forget":
+        front.registry.delete_device(step[1])
+    elif kind == "untoken":  # what the APNs client does on 410 Unregistered
+        front.registry.remove_token(step[1])
     elif kind == "shutdown":
         # What the gateway's services do on stop, in their order; devices and
         # APNs may still answer afterwards.
