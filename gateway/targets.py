@@ -80,7 +80,8 @@ def resolve_targets(
     # One target per app install. A PushKit token is one app on one phone:
     # of device records that share one (a reinstall that kept its token and
     # left the old record behind) only the last seen rings, and a REGISTER
-    # binding for a token a device already has adds nothing. Otherwise the
+    # binding (apns or lpc) that leads to a token already targeted adds
+    # nothing. Otherwise the
     # phone would get two VoIP pushes for one call, and iOS penalises an app
     # for a VoIP push it does not report as a new call.
     devices = registry.devices_for_aor(aor)
@@ -91,19 +92,31 @@ def resolve_targets(
             token not in latest or device.last_seen > latest[token].last_seen
         ):
             latest[token] = device
-    tokens: set[str] = set()
+    tokens: set[str] = set()  # the phones already targeted
     for device in devices:
         token = _key(device.voip_token)
         if not token or latest[token] is device:
             found[device.device_id] = device
-            tokens.update((token, _key(device.alert_token)))
+            tokens.update(_tokens(device))
     for binding in registry.bindings_for_aor(aor, now):
+        bound: Device | None
         if binding.provider == "lpc":
-            found.setdefault(binding.prid, registry.get_device(binding.prid))
-        elif binding.provider == "apns" and _key(binding.prid) not in tokens:
-            device = _apns_binding_device(aor, binding.prid, binding.param)
-            found.setdefault(device.device_id, device)
+            key, bound = binding.prid, registry.get_device(binding.prid)
+        elif binding.provider == "apns":
+            bound = _apns_binding_device(aor, binding.prid, binding.param)
+            key = bound.device_id
+        else:
+            continue
+        if key in found or (bound is not None and _tokens(bound) & tokens):
+            continue
+        found[key] = bound
+        if bound is not None:
+            tokens.update(_tokens(bound))
     return found
+
+
+def _tokens(device: Device) -> set[str]:
+    return {_key(t) for t in (device.voip_token, device.alert_token) if t}
 
 
 def _key(token: str | None) -> str:

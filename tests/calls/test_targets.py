@@ -38,6 +38,19 @@ def test_of_records_sharing_a_token_the_last_seen_rings() -> None:
     assert list(resolve_targets(r, 0, AOR)) == ["new", "plain", "other"]
 
 
+def test_lpc_binding_does_not_bring_back_a_stale_record() -> None:
+    """An lpc binding naming the stale record of a token adds no target; one
+    naming a device of its own token does."""
+    r = _registry()
+    r.put_device(Device("new", (AOR,), T1, None, last_seen=50))
+    r.put_device(Device("old", (AOR,), T1, None, last_seen=10))
+    r.put_device(Device("desk", ("sip:other@example.com",), T2, None))
+    r.put_binding(Binding(AOR, "lpc", "old", "", 100.0))
+    r.put_binding(Binding(AOR, "lpc", "desk", "", 100.0))
+    r.put_binding(Binding(AOR, "apns", T2, "TEAM.com.x.voip", 100.0))
+    assert list(resolve_targets(r, 0, AOR)) == ["new", "desk"]
+
+
 def test_one_voip_push_when_hello_and_register_share_a_token() -> None:
     """End to end through the SIP front: the offline phone gets one push."""
     front = make_front()
