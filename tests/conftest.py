@@ -5,8 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from gateway.devcert import write_self_signed
+
+# Property tests drive whole components (a SIP front, a device session, a
+# store) per example: no per-example deadline, and big or slow examples are
+# what they are for. Each test sets its own max_examples.
+settings.register_profile(
+    "voipgw",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("voipgw")
 
 
 @pytest.fixture(scope="session")

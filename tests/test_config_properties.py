@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from gw_config import BASE, write_config_files
 from gw_example import EXAMPLE
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.cli import to_toml
@@ -72,7 +72,7 @@ def _set(raw: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     table[path[-1]] = value
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300)
 @given(
     st.dictionaries(st.sampled_from(KEYS), _VALUES, min_size=1, max_size=3),
     st.dictionaries(st.sampled_from(KEYS), st.text(max_size=20), max_size=2),

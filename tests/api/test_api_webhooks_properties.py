@@ -10,7 +10,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -83,7 +83,7 @@ def _apply(
         clock.advance(step[1])
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300)
 @given(st.lists(_STEP, max_size=40))
 def test_webhooks_keep_their_bounds_and_finish(steps: list[tuple[Any, ...]]) -> None:
     clock, endpoint = Clock(), Endpoint()

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from apns_fakes import Harness, Reply, error_body
-from hypothesis import HealthCheck, given, settings
 from hypothesis import event as record
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionLost
@@ -88,11 +88,7 @@ def _apply(h: Harness, pushes: list[Deferred[Outcome]], step: tuple[Any, ...]) -
             request.deferred.errback(Failure(step[2]))
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@settings(max_examples=300)
 @given(st.lists(_STEP, max_size=30))
 def test_every_push_ends_once(steps: list[tuple[Any, ...]]) -> None:
     h = Harness(max_in_flight=MAX_IN_FLIGHT, max_queued=3, request_timeout_s=2)

@@ -19,8 +19,8 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
-from hypothesis import HealthCheck, given, settings
 from hypothesis import event as record  # shown by --hypothesis-show-statistics
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.http2 import QueueFullError
@@ -196,11 +196,7 @@ class Run:
         self.pump()
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@settings(max_examples=300)
 @given(st.lists(_SUBMIT, min_size=1, max_size=4), st.lists(_STEP, max_size=30))
 def test_every_request_ends_once(
     first: list[tuple[Any, ...]], steps: list[tuple[Any, ...]]

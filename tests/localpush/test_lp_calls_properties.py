@@ -17,8 +17,8 @@ from typing import Any
 from gw_fakes import OUTCOMES
 from gw_front import PEER, Front, make_front, request
 from gw_sipgen import sip_requests
-from hypothesis import HealthCheck, given, note, settings
 from hypothesis import event as record
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 from lp_helpers import SECRET, Transport, counter_ids, frames_of, hello, wire
 from twisted.internet.address import IPv4Address
@@ -189,11 +189,7 @@ def _apply(
         conn.drain()
 
 
-@settings(
-    max_examples=200,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@settings(max_examples=200)
 @given(st.lists(_STEP, max_size=30))
 def test_calls_with_real_sessions_end_cleanly(steps: list[tuple[Any, ...]]) -> None:
     front = make_front(_real_hub)

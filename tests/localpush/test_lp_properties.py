@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from lp_helpers import T0, World, frames_of, hello, result_of, wire
 from twisted.internet.defer import Deferred
@@ -142,11 +142,7 @@ def _apply(
             conn.lose()
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@settings(max_examples=300)
 @given(st.lists(_STEP, max_size=30))
 def test_any_device_behaviour_is_contained(steps: list[tuple[Any, ...]]) -> None:
     world = World(ack_timeout_s=3, heartbeat_s=30)

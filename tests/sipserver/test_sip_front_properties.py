@@ -18,7 +18,7 @@ from typing import Any
 from gw_fakes import OUTCOMES
 from gw_front import PEER, Front, make_front
 from gw_sipgen import sip_requests
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.logger import capturedLogs
 
@@ -82,11 +82,7 @@ def _settle(front: Front) -> None:
         front.clock.advance(30)
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@settings(max_examples=300)
 @given(st.lists(_STEP, max_size=25))
 def test_any_sequence_is_answered_and_forgotten(steps: list[tuple[Any, ...]]) -> None:
     front = make_front()

@@ -10,8 +10,8 @@ from typing import Any
 
 from gw_front import Front, make_front
 from gw_sipgen import sip_requests
-from hypothesis import HealthCheck, given, settings
 from hypothesis import event as record
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
@@ -87,11 +87,7 @@ def _apply(front: Front, peers: list[Peer], step: tuple[Any, ...]) -> None:
         peer.send(step[2], step[3])
 
 
-@settings(
-    max_examples=200,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@settings(max_examples=200)
 @given(st.lists(_STEP, max_size=20))
 def test_stream_peers_are_kept_apart(steps: list[tuple[Any, ...]]) -> None:
     front = make_front()

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
@@ -93,7 +93,7 @@ def _state(r: Registry) -> Any:
     )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200)
 @given(st.lists(_OPS, max_size=25))
 def test_a_restart_reads_back_what_was_held(ops: list[tuple[Any, ...]]) -> None:
     clock = Clock()
