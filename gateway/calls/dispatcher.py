@@ -51,7 +51,7 @@ from gateway.calls.ratelimit import SlidingWindowLimiter
 from gateway.calls.timers import Deadlines
 from gateway.ids import new_uuid4
 from gateway.localpush.frames import CallCancelFrame, CallFrame, FrameSpec, Party
-from gateway.localpush.hub import DeliveryResult, SessionInfo
+from gateway.localpush.hub import ACK_TIMEOUT, DeliveryResult, SessionInfo
 from gateway.store import Device, DeviceStore
 from gateway.targets import alert_for, apns_environment, bundle_for, resolve_targets
 
@@ -381,7 +381,9 @@ class Dispatcher:
             if result.delivered:
                 self._feed(call, LocalAcked(device_id))
             else:
-                self._feed(call, LocalFailed(device_id, result.reason or "failed"))
+                reason = result.reason or "failed"
+                unacked = reason == ACK_TIMEOUT
+                self._feed(call, LocalFailed(device_id, reason, unacked))
 
         d.addCallback(done).addErrback(self._log_failure, "call frame")
 

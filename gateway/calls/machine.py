@@ -80,10 +80,15 @@ class LocalAcked:
 
 @attrs.frozen
 class LocalFailed:
-    """The ``call`` frame was not delivered (no session, died, ack timeout)."""
+    """The ``call`` frame was not delivered (no session, died, ack timeout).
+
+    ``unacked``: it went out on a session that is still up, but no ack came
+    in time, so the device may show the call all the same.
+    """
 
     device_id: str
     reason: str
+    unacked: bool = False
 
 
 @attrs.frozen
@@ -205,6 +210,9 @@ class _Leg:
     apns: str = ""  # "", "sent", "accepted", "rejected=R", "failed=R", "rate_limited"
     ringing: bool = False
     told: bool = False  # the device knows of the call
+    # A call frame went out on a session that is still up but no ack came in
+    # time: the device may show the call, so it is owed the cancel.
+    unacked: bool = False
     dead: bool = False  # no path left to ring it
     declined: bool = False
     told_at: float | None = None
@@ -213,8 +221,14 @@ class _Leg:
 
     @property
     def contacted(self) -> bool:
-        """A frame or push went out: the device may show the call."""
-        return self.local in ("sent", "acked") or self.apns in ("sent", "accepted")
+        """A frame or push went out, or the device spoke of the call (a
+        call_event even without the frame's ack): the device may show it."""
+        return (
+            self.told
+            or self.unacked
+            or self.local in ("sent", "acked")
+            or self.apns in ("sent", "accepted")
+        )
 
     def push_status(self) -> str:
         if self.local == "acked":
@@ -328,6 +342,7 @@ class Call:
         if leg.local != "sent":
             return []
         leg.local = "failed"
+        leg.unacked = leg.unacked or event.unacked
         if self.ended or leg.ringing:
             # It rang already (e.g. by APNs, and this was the replay): it still does.
             return []

@@ -73,6 +73,35 @@ def test_ack_timeout_falls_back_to_apns_once() -> None:
     assert call.handle(LocalFailed("phone", "session_died"), 5.0) == []
 
 
+def test_a_device_that_spoke_of_the_call_gets_the_cancel() -> None:
+    """It said ringing but its ack never came: at the end it is still told
+    (found by the end-to-end property test: the phone was left ringing)."""
+    call, _ = _call(ONLINE)
+    assert call.handle(DeviceReport("phone", "ringing"), 0.5) == [Ringing()]
+    assert call.handle(LocalFailed("phone", "ack_timeout", unacked=True), 3.0) == []
+    assert call.handle(RingTimeout(), 30.0) == [
+        Final(480),
+        SendCancel("phone", "unanswered", True, "bb" * 32),
+    ]
+
+
+def test_a_frame_unacked_on_a_live_session_is_owed_the_cancel() -> None:
+    """The call frame went out but no ack came in time, then every path
+    failed: the 480, and a call_cancel in case the device shows the call."""
+    call, _ = _call(ONLINE)
+    call.handle(LocalFailed("phone", "ack_timeout", unacked=True), 3.0)
+    assert call.handle(PushResult("phone", "rejected", "Unregistered"), 3.2) == [
+        Final(480, PUSH_FAILED_REASON),
+        SendCancel("phone", "failed", False, "bb" * 32),
+    ]
+    # A frame that never went out (no session) is owed nothing.
+    call, _ = _call(ONLINE)
+    call.handle(LocalFailed("phone", "no_session"), 0.0)
+    assert call.handle(PushResult("phone", "rejected", "Unregistered"), 0.2) == [
+        Final(480, PUSH_FAILED_REASON)
+    ]
+
+
 def test_no_device_reachable_is_480_push_failed() -> None:
     """No session and no token anywhere: 480 with the Push failed Reason."""
     call, actions = _call(NO_TOKEN)

@@ -2,7 +2,8 @@
 dispatcher, the messenger, the real hub and device sessions over
 StringTransport, APNs faked. A core sends anything; devices connect, ack,
 decline, answer, vanish and come back (resume replay) in any order. Nothing
-fails, devices only get well-formed frames, no call pushes one device twice,
+fails, devices only get well-formed frames, no device that got a call is
+left ringing when it ends, no call pushes one device twice,
 a message goes once per session and is forgotten once acked in time, and
 once everyone is gone and the timers have run (a graceful stop may come
 at any point), no call, transaction, session or timer is left.
@@ -103,6 +104,7 @@ class Conn:
         self.arrived: dict[str, float] = {}
         self.acked: set[str] = set()
         self.counted: set[str] = set()
+        self.reported: set[str] = set()  # calls this device answered or declined
         self.live = True  # neither lost nor replaced
         self.lost = False
         self.device_id = device_id
@@ -139,6 +141,14 @@ class Conn:
         if not self.lost:
             self.lost = True
             self.proto.connectionLost()
+
+
+def _answer_pushes(front: Front) -> None:
+    """APNs answers every push still open (answers may lead to more)."""
+    for _ in range(10):
+        for i, (_, d) in enumerate(front.apns.pushes):
+            if not d.called:
+                front.apns.answer(i, Delivered("late"))
 
 
 def _real_hub(clock: Clock, registry: Registry) -> Hub:
@@ -180,6 +190,8 @@ def _apply(
         elif kind == "event":
             calls = [f["call_id"] for f in conn.frames if f["type"] == "call"]
             if calls:
+                if step[2] != "ringing" and not conn.tr.disconnecting and not conn.lost:
+                    conn.reported.add(calls[-1])
                 conn.send(
                     {"type": "call_event", "call_id": calls[-1], "event": step[2]}
                 )
@@ -205,6 +217,16 @@ def test_calls_with_real_sessions_end_cleanly(steps: list[tuple[Any, ...]]) -> N
     with capturedLogs() as events:
         for step in steps:
             _apply(front, factory, conns, step)
+        _answer_pushes(front)
+        front.clock.advance(40)  # every call has rung out (ring timeout 30 s)
+        for conn in conns:
+            conn.drain()
+            if not conn.lost and not conn.tr.disconnecting:
+                rung = {f["call_id"] for f in conn.frames if f["type"] == "call"}
+                ended = {
+                    f["call_id"] for f in conn.frames if f["type"] == "call_cancel"
+                }
+                assert rung <= ended | conn.reported, "a phone left ringing"
         for conn in conns:
             sent = [f["message_id"] for f in conn.frames if f["type"] == "message"]
             assert len(sent) == len(set(sent))  # once per session
@@ -218,12 +240,7 @@ def test_calls_with_real_sessions_end_cleanly(steps: list[tuple[Any, ...]]) -> N
             )
             assert not acked & {m.message_id for m in pending}  # acked is gone
             conn.lose()
-        for _ in range(10):
-            open_apns = [
-                i for i, (_, d) in enumerate(front.apns.pushes) if not d.called
-            ]
-            for i in open_apns:
-                front.apns.answer(i, Delivered("late"))
+        _answer_pushes(front)
         for _ in range(30):
             front.clock.advance(30)
     assert [e for e in events if "log_failure" in e] == []
