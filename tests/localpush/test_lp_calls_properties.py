@@ -3,7 +3,8 @@ dispatcher, the messenger, the real hub and device sessions over
 StringTransport, APNs faked. A core sends anything; devices connect, ack,
 decline, answer, vanish and come back (resume replay) in any order. Nothing
 fails, devices only get well-formed frames, no device that got a call is
-left ringing when it ends, no call pushes one device twice,
+left ringing when it ends, no call pushes one device twice, no call
+answered on a device gets a missed-call alert,
 a message goes once per session and is forgotten once acked in time, and
 once everyone is gone and the timers have run (a graceful stop may come
 at any point), no call, transaction, session or timer is left.
@@ -27,6 +28,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
 from gateway.apns import Delivered
+from gateway.apns._payload import MISSED_CALLS_THREAD
 from gateway.directory import RegistryDirectory
 from gateway.localpush.hub import Hub
 from gateway.localpush.server import LocalPushFactory
@@ -105,6 +107,7 @@ class Conn:
         self.acked: set[str] = set()
         self.counted: set[str] = set()
         self.reported: set[str] = set()  # calls this device answered or declined
+        self.answered: set[str] = set()
         self.live = True  # neither lost nor replaced
         self.lost = False
         self.device_id = device_id
@@ -192,6 +195,8 @@ def _apply(
             if calls:
                 if step[2] != "ringing" and not conn.tr.disconnecting and not conn.lost:
                     conn.reported.add(calls[-1])
+                    if step[2] == "answered":
+                        conn.answered.add(calls[-1])
                 conn.send(
                     {"type": "call_event", "call_id": calls[-1], "event": step[2]}
                 )
@@ -256,6 +261,11 @@ def test_calls_with_real_sessions_end_cleanly(steps: list[tuple[Any, ...]]) -> N
         if n.push_type.value == "voip"
     )
     assert all(count == 1 for count in voip.values())
+    answered = {c for conn in conns for c in conn.answered}
+    for notification, _ in front.apns.pushes:
+        payload = json.loads(notification.payload)
+        if payload.get("aps", {}).get("thread-id") == MISSED_CALLS_THREAD:
+            assert payload["callUUID"] not in answered  # answered is not missed
     assert front.dispatcher.held_count == 0
     if ("shutdown",) not in steps:  # a stopped server's transactions just stay
         assert front.server.transactions == 0
