@@ -195,8 +195,9 @@ def _apply(
             if calls:
                 if step[2] != "ringing" and not conn.tr.disconnecting and not conn.lost:
                     conn.reported.add(calls[-1])
-                    if step[2] == "answered":
-                        conn.answered.add(calls[-1])
+                    call = front.dispatcher.get(calls[-1])
+                    if step[2] == "answered" and call and not call.machine.ended:
+                        conn.answered.add(calls[-1])  # answered while it rang
                 conn.send(
                     {"type": "call_event", "call_id": calls[-1], "event": step[2]}
                 )
