@@ -136,6 +136,15 @@ class LagMonitor:
             self._call.cancel()
         self._call = None
 
+    def _waits(self) -> dict[str, float]:
+        """The log fields of a backlog or overload line (built only for one)."""
+        guard = self._guard
+        return {
+            "delay_ms": guard.delay_s * 1000,
+            "lag_ms": guard.lag_s * 1000,
+            "queued_ms": guard.queued_s * 1000,
+        }
+
     def _schedule(self) -> None:
         self._due = self._clock.seconds() + self._interval
         self._call = self._clock.callLater(self._interval, self._tick)
@@ -144,24 +153,19 @@ class LagMonitor:
         guard = self._guard
         was_draining = guard.draining
         changed = guard.sample(max(0.0, self._clock.seconds() - self._due))
-        waits = {
-            "delay_ms": guard.delay_s * 1000,
-            "lag_ms": guard.lag_s * 1000,
-            "queued_ms": guard.queued_s * 1000,
-        }
         if guard.draining and not was_draining:
             self.log.info(
                 "SIP backlog: requests wait {delay_ms:.0f} ms (reactor "
                 "{lag_ms:.0f} ms late, UDP queue {queued_ms:.0f} ms) but the "
                 "wait is shrinking; INVITEs are still taken",
-                **waits,
+                **self._waits(),
             )
         if changed is True:
             self.log.warn(
                 "SIP overload: requests wait {delay_ms:.0f} ms (reactor "
                 "{lag_ms:.0f} ms late, UDP queue {queued_ms:.0f} ms); new INVITEs "
                 "get 503 until it catches up",
-                **waits,
+                **self._waits(),
             )
         elif changed is False:
             self.log.info(
