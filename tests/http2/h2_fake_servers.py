@@ -281,3 +281,27 @@ class ProxyFactory(Factory):
     def __init__(self, refuse: bool = False) -> None:
         self.refuse = refuse
         self.seen: list[bytes] = []
+
+
+# The sans-IO side: h2's own server state machine, for the client core tests.
+GET = [
+    (b":method", b"GET"),
+    (b":scheme", b"https"),
+    (b":authority", b"api.example.com"),
+    (b":path", b"/"),
+]
+
+
+def make_server(max_streams: int | None = None) -> h2.connection.H2Connection:
+    server = h2.connection.H2Connection(
+        config=h2.config.H2Configuration(client_side=False, header_encoding=None)
+    )
+    if max_streams is not None:
+        server.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams
+            },
+        )
+    server.initiate_connection()
+    return server

@@ -12,6 +12,7 @@ import h2.events
 import h2.settings
 import pytest
 from h2.errors import ErrorCodes
+from h2_fake_servers import GET, make_server
 
 from gateway.http2 import (
     QueueFullError,
@@ -29,28 +30,6 @@ from gateway.http2._connection import (
     ResponseHeaders,
     SettingsReceived,
 )
-
-GET = [
-    (b":method", b"GET"),
-    (b":scheme", b"https"),
-    (b":authority", b"api.example.com"),
-    (b":path", b"/"),
-]
-
-
-def make_server(max_streams: int | None = None) -> h2.connection.H2Connection:
-    server = h2.connection.H2Connection(
-        config=h2.config.H2Configuration(client_side=False, header_encoding=None)
-    )
-    if max_streams is not None:
-        server.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams
-            },
-        )
-    server.initiate_connection()
-    return server
 
 
 def pair(

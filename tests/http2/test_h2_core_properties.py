@@ -19,6 +19,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
+from h2_fake_servers import GET, make_server
 from hypothesis import event as record  # shown by --hypothesis-show-statistics
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -32,12 +33,7 @@ from gateway.http2._connection import (
     ResponseHeaders,
 )
 
-POST = [
-    (b":method", b"POST"),
-    (b":scheme", b"https"),
-    (b":authority", b"api.push.apple.com"),
-    (b":path", b"/3/device/abc"),
-]
+POST = [(b":method", b"POST"), *GET[1:]]
 _STATUS = st.sampled_from((b"200", b"400", b"410", b"429", b"500", b"100", b"abc", b""))
 _SETTING = st.sampled_from(
     (
@@ -86,10 +82,7 @@ class Run:
             max_queued=5, max_response_size=4096
         )
         self.client.initiate()
-        self.server = h2.connection.H2Connection(
-            config=h2.config.H2Configuration(client_side=False, header_encoding=None)
-        )
-        self.server.initiate_connection()
+        self.server = make_server()
         self.streams: list[int] = []  # server-side streams seen
         self.submitted: list[int] = []
         self.cancelled: set[int] = set()
