@@ -64,7 +64,7 @@ def cpu_model() -> str:
 
     A VM's model name can be as bare as "AMD EPYC": boxes of that name ran
     this code at 670-748 us a call in process (2026-12-06/07) and at
-    311-349 us (family 25, model 17, 2026-12-08), so the numbers say which
+    274-349 us (family 25, model 17, 2026-12-08), so the numbers say which
     kind of host a figure came from.
     """
     fields: dict[str, str] = {}

@@ -81,9 +81,9 @@ def resolve_targets(
     # of device records that share one (a reinstall that kept its token and
     # left the old record behind) only the last seen rings, and a REGISTER
     # binding (apns or lpc) that leads to a token already targeted adds
-    # nothing. Otherwise the
-    # phone would get two VoIP pushes for one call, and iOS penalises an app
-    # for a VoIP push it does not report as a new call.
+    # nothing. Otherwise the phone would get two VoIP pushes for one call,
+    # and iOS penalises an app for a VoIP push it does not report as a new
+    # call.
     devices = registry.devices_for_aor(aor)
     latest: dict[str, Device] = {}
     for device in devices:
